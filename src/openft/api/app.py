@@ -1,0 +1,84 @@
+"""create_app(settings): the FastAPI application, with an embedded worker unless told otherwise."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from openft import __version__
+from openft.api import files, fine_tuning, inference, models
+from openft.api.errors import install_error_handlers
+from openft.files.service import FileService
+from openft.jobs.service import JobService
+from openft.serving.registry import ModelRegistry
+from openft.settings import Settings
+from openft.store import open_store
+
+log = logging.getLogger(__name__)
+
+
+class _LazyBackend:
+    """Creates the inference backend (and imports torch) on the first inference request."""
+
+    def __init__(self, settings: Settings):
+        self._settings = settings
+        self._backend: Any = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Any:
+        with self._lock:
+            if self._backend is None:
+                from openft.serving.hf import HFBackend
+
+                self._backend = HFBackend(self._settings.models_dir, threads=self._settings.serving_threads)
+            return self._backend
+
+    def if_loaded(self) -> Any:
+        return self._backend
+
+
+def create_app(settings: Settings, *, embedded_worker: bool = True) -> FastAPI:
+    settings.ensure_dirs()
+    store = open_store(settings.sqlalchemy_url)
+    file_service = FileService(settings, store)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        thread = None
+        if embedded_worker:
+            from openft.jobs.worker import Worker
+
+            worker = Worker(settings, store)
+            thread = threading.Thread(target=worker.run, args=(stop,), name="openft-worker", daemon=True)
+            thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            if thread is not None:
+                thread.join(timeout=30)
+
+    app = FastAPI(title="openft", version=__version__, lifespan=lifespan)
+    lazy_backend = _LazyBackend(settings)
+    app.state.settings = settings
+    app.state.store = store
+    app.state.files = file_service
+    app.state.jobs = JobService(store, file_service)
+    app.state.registry = ModelRegistry(settings, store)
+    app.state.backend = lazy_backend
+    app.state.backend_if_loaded = lazy_backend.if_loaded
+    install_error_handlers(app)
+    for module in (files, fine_tuning, models, inference):
+        app.include_router(module.router)
+
+    @app.get("/health", include_in_schema=False)
+    def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    return app

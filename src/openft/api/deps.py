@@ -1,0 +1,43 @@
+"""Collaborators of the route handlers, as ``Annotated`` dependency aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from openft.api.auth import authenticate
+from openft.files.service import FileService
+from openft.jobs.service import JobService
+from openft.serving.registry import ModelRegistry
+from openft.settings import Settings
+from openft.store import Store
+from openft.tenancy import Principal
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def _store(request: Request) -> Store:
+    return request.app.state.store  # type: ignore[no-any-return]
+
+
+def _files(request: Request) -> FileService:
+    return request.app.state.files  # type: ignore[no-any-return]
+
+
+def _jobs(request: Request) -> JobService:
+    return request.app.state.jobs  # type: ignore[no-any-return]
+
+
+def _registry(request: Request) -> ModelRegistry:
+    return request.app.state.registry  # type: ignore[no-any-return]
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+StoreDep = Annotated[Store, Depends(_store)]
+FilesDep = Annotated[FileService, Depends(_files)]
+JobsDep = Annotated[JobService, Depends(_jobs)]
+RegistryDep = Annotated[ModelRegistry, Depends(_registry)]
+PrincipalDep = Annotated[Principal, Depends(authenticate)]

@@ -1,0 +1,103 @@
+"""/v1/fine_tuning/jobs: create, list, retrieve, cancel, events, checkpoints."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from openft.api.deps import JobsDep, PrincipalDep
+from openft.jobs import status as st
+from openft.store.rows import CheckpointRow, EventRow, JobRow
+from openft.types.fine_tuning.fine_tuning_job import (
+    FineTuningJob,
+    FineTuningJobCheckpoint,
+    FineTuningJobEvent,
+    Hyperparameters,
+    Integration,
+    JobCreateParams,
+    JobError,
+    Method,
+)
+from openft.types.shared import CursorPage
+
+router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
+
+
+def job_to_wire(row: JobRow) -> FineTuningJob:
+    return FineTuningJob(
+        id=row.id, created_at=row.created_at,
+        error=JobError(**row.error) if row.error and row.status == st.FAILED else None,
+        fine_tuned_model=row.fine_tuned_model if row.status == st.SUCCEEDED else None,
+        finished_at=row.finished_at, hyperparameters=Hyperparameters(**row.hyperparameters), model=row.model,
+        organization_id=row.organization_id, result_files=row.result_files, seed=row.seed,
+        status=row.status,  # type: ignore[arg-type]
+        trained_tokens=row.trained_tokens if row.status == st.SUCCEEDED else None,
+        training_file=row.training_file, validation_file=row.validation_file,
+        estimated_finish=row.estimated_finish if row.status == st.RUNNING else None,
+        integrations=[Integration(**i) for i in row.integrations] if row.integrations else None,
+        metadata=row.metadata, method=Method(**row.method), user_provided_suffix=row.suffix,
+    )
+
+
+def event_to_wire(row: EventRow) -> FineTuningJobEvent:
+    return FineTuningJobEvent(id=row.id, created_at=row.created_at, level=row.level,  # type: ignore[arg-type]
+                              message=row.message, data=row.data, type=row.type)  # type: ignore[arg-type]
+
+
+def checkpoint_to_wire(row: CheckpointRow) -> FineTuningJobCheckpoint:
+    return FineTuningJobCheckpoint(
+        id=row.id, created_at=row.created_at, fine_tuned_model_checkpoint=row.fine_tuned_model_checkpoint,
+        fine_tuning_job_id=row.job_id, metrics=row.metrics, step_number=row.step_number,
+    )
+
+
+def _metadata_filter(request: Request) -> dict[str, str] | None:
+    """``metadata[key]=value`` query parameters, as the official clients send them."""
+    found = {k[len("metadata["):-1]: v for k, v in request.query_params.items()
+             if k.startswith("metadata[") and k.endswith("]")}
+    return found or None
+
+
+@router.post("", response_model=FineTuningJob)
+def create_job(principal: PrincipalDep, jobs: JobsDep, params: JobCreateParams) -> FineTuningJob:
+    return job_to_wire(jobs.create(principal, params))
+
+
+@router.get("", response_model=CursorPage[FineTuningJob])
+def list_jobs(
+    request: Request, principal: PrincipalDep, jobs: JobsDep, after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> CursorPage[FineTuningJob]:
+    rows, has_more = jobs.list(principal, after=after, limit=limit, metadata=_metadata_filter(request))
+    return CursorPage(data=[job_to_wire(r) for r in rows], has_more=has_more)
+
+
+@router.get("/{fine_tuning_job_id}", response_model=FineTuningJob)
+def retrieve_job(principal: PrincipalDep, jobs: JobsDep, fine_tuning_job_id: str) -> FineTuningJob:
+    return job_to_wire(jobs.get(principal, fine_tuning_job_id))
+
+
+@router.post("/{fine_tuning_job_id}/cancel", response_model=FineTuningJob)
+def cancel_job(principal: PrincipalDep, jobs: JobsDep, fine_tuning_job_id: str) -> FineTuningJob:
+    return job_to_wire(jobs.cancel(principal, fine_tuning_job_id))
+
+
+@router.get("/{fine_tuning_job_id}/events", response_model=CursorPage[FineTuningJobEvent])
+def list_events(
+    principal: PrincipalDep, jobs: JobsDep, fine_tuning_job_id: str, after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+) -> CursorPage[FineTuningJobEvent]:
+    rows, has_more = jobs.events(principal, fine_tuning_job_id, after=after, limit=limit)
+    return CursorPage(data=[event_to_wire(r) for r in rows], has_more=has_more)
+
+
+@router.get("/{fine_tuning_job_id}/checkpoints", response_model=CursorPage[FineTuningJobCheckpoint])
+def list_checkpoints(
+    principal: PrincipalDep, jobs: JobsDep, fine_tuning_job_id: str, after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> CursorPage[FineTuningJobCheckpoint]:
+    rows, has_more = jobs.checkpoints(principal, fine_tuning_job_id, after=after, limit=limit)
+    data = [checkpoint_to_wire(r) for r in rows]
+    return CursorPage(data=data, has_more=has_more, first_id=data[0].id if data else None,
+                      last_id=data[-1].id if data else None)

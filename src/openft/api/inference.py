@@ -1,0 +1,131 @@
+"""/v1/chat/completions and /v1/completions over the serving backend (torch is imported on first use)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from openft import ids
+from openft.api.deps import PrincipalDep, RegistryDep
+from openft.errors import InvalidRequest
+from openft.serving.backend import Generation, SamplingParams
+
+router = APIRouter(prefix="/v1", tags=["inference"])
+
+
+class _SamplingFields(BaseModel):
+    # Optional parameters this server does not use (logit_bias, user, store...) are accepted and ignored.
+    model_config = ConfigDict(extra="allow")
+    model: str
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    n: int | None = Field(default=None, ge=1, le=16)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    stream: bool | None = False
+    stream_options: dict[str, Any] | None = None
+
+    def sampling(self, max_tokens: int | None = None) -> SamplingParams:
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        if len(stop) > 4:
+            raise InvalidRequest("stop can have at most 4 sequences.", param="stop")
+        return SamplingParams(
+            max_tokens=max_tokens or self.max_tokens,
+            temperature=1.0 if self.temperature is None else self.temperature,
+            top_p=1.0 if self.top_p is None else self.top_p, n=self.n or 1, stop=stop, seed=self.seed,
+            presence_penalty=self.presence_penalty or 0.0, frequency_penalty=self.frequency_penalty or 0.0,
+        )
+
+
+class ChatCompletionRequest(_SamplingFields):
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    tools: list[dict[str, Any]] | None = None
+
+
+class CompletionRequest(_SamplingFields):
+    prompt: str | list[str]
+    max_tokens: int | None = Field(default=16, ge=1)
+
+
+def _usage(gen: Generation) -> dict[str, int]:
+    return {"prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens,
+            "total_tokens": gen.total_tokens}
+
+
+def _sse(chunks: list[dict[str, Any]]) -> StreamingResponse:
+    def lines() -> Iterator[str]:
+        for chunk in chunks:
+            yield f"data: {json.dumps(chunk)}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(lines(), media_type="text/event-stream")
+
+
+def _backend(request: Request) -> Any:
+    return request.app.state.backend()
+
+
+@router.post("/chat/completions", response_model=None)
+async def create_chat_completion(
+    request: Request, principal: PrincipalDep, registry: RegistryDep, body: ChatCompletionRequest
+) -> dict[str, Any] | StreamingResponse:
+    served = await run_in_threadpool(registry.resolve, principal, body.model)
+    params = body.sampling(body.max_completion_tokens)
+    backend = await run_in_threadpool(_backend, request)
+    gen: Generation = await run_in_threadpool(backend.chat, served, body.messages, params, tools=body.tools)
+    cid, created = ids.new_completion_id(), int(time.time())
+    if not body.stream:
+        return {
+            "id": cid, "object": "chat.completion", "created": created, "model": body.model,
+            "choices": [
+                {"index": i, "message": {"role": "assistant", "content": c.text, "refusal": None},
+                 "finish_reason": c.finish_reason, "logprobs": None}
+                for i, c in enumerate(gen.choices)
+            ],
+            "usage": _usage(gen), "system_fingerprint": None,
+        }
+    # Generated whole, then sent as SSE chunks in the streaming wire format.
+    base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": body.model}
+    chunks: list[dict[str, Any]] = []
+    for i, c in enumerate(gen.choices):
+        chunks.append({**base, "choices": [{"index": i, "delta": {"role": "assistant", "content": c.text},
+                                            "finish_reason": None}], "usage": None})
+        chunks.append({**base, "choices": [{"index": i, "delta": {}, "finish_reason": c.finish_reason}],
+                       "usage": None})
+    if (body.stream_options or {}).get("include_usage"):
+        chunks.append({**base, "choices": [], "usage": _usage(gen)})
+    return _sse(chunks)
+
+
+@router.post("/completions", response_model=None)
+async def create_completion(
+    request: Request, principal: PrincipalDep, registry: RegistryDep, body: CompletionRequest
+) -> dict[str, Any] | StreamingResponse:
+    if isinstance(body.prompt, list) and len(body.prompt) != 1:
+        raise InvalidRequest("Only one prompt per request is supported.", param="prompt")
+    prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
+    served = await run_in_threadpool(registry.resolve, principal, body.model)
+    backend = await run_in_threadpool(_backend, request)
+    gen: Generation = await run_in_threadpool(backend.complete, served, prompt, body.sampling())
+    cid, created = f"cmpl-{ids.new_completion_id()[9:]}", int(time.time())
+    choices = [{"index": i, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
+               for i, c in enumerate(gen.choices)]
+    body_out = {"id": cid, "object": "text_completion", "created": created, "model": body.model,
+                "choices": choices, "usage": _usage(gen)}
+    if not body.stream:
+        return body_out
+    chunks: list[dict[str, Any]] = [{**body_out, "usage": None}]
+    if (body.stream_options or {}).get("include_usage"):
+        chunks.append({**body_out, "choices": [], "usage": _usage(gen)})
+    return _sse(chunks)

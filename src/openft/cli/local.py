@@ -1,0 +1,86 @@
+"""Local commands: ``openft serve``, ``openft worker``, ``openft db upgrade``, ``openft models add``."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from openft.settings import Settings
+
+console = Console(stderr=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+models_app = typer.Typer(help="Base models and fine-tuned models.", no_args_is_help=True)
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    worker: Annotated[bool, typer.Option("--worker/--no-worker", help="Run an embedded worker.")] = True,
+) -> None:
+    """Run the API (and, by default, a worker) until interrupted."""
+    import uvicorn
+
+    from openft.api.app import create_app
+
+    _logging()
+    settings = Settings(host=host, port=port)
+    app = create_app(settings, embedded_worker=worker)
+    console.print(f"openft serving on http://{host}:{port}/v1 (data in {settings.home})")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def run_worker() -> None:
+    """Run a standalone worker against the configured database until interrupted."""
+    from openft.jobs.worker import Worker
+    from openft.store import open_store
+
+    _logging()
+    settings = Settings()
+    settings.ensure_dirs()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    Worker(settings, open_store(settings.sqlalchemy_url)).run(stop)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending schema migrations."""
+    from openft.store.database import create_db_engine
+    from openft.store.migrate import current_revision, upgrade_database
+
+    settings = Settings()
+    settings.ensure_dirs()
+    engine = create_db_engine(settings.sqlalchemy_url)
+    upgrade_database(engine)
+    console.print(f"database at revision {current_revision(engine)}")
+
+
+@models_app.command("add")
+def models_add(name: str, path: Path) -> None:
+    """Register a local Hugging Face model directory as base model NAME."""
+    from openft.store import open_store
+
+    if not (path / "config.json").exists():
+        raise typer.BadParameter(f"{path} has no config.json", param_hint="PATH")
+    settings = Settings()
+    settings.ensure_dirs()
+    open_store(settings.sqlalchemy_url).add_local_model(name, str(path.resolve()))
+    console.print(f"registered {name} -> {path.resolve()}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
+    app.command("worker")(run_worker)
+    app.add_typer(db_app, name="db")
+    app.add_typer(models_app, name="models")

@@ -1,0 +1,144 @@
+"""FileService: create, list, read and delete files; shared by the API and the worker.
+
+Bytes go to disk in bounded chunks and are never held whole in memory. The file's id, never
+its user-supplied name, is its path on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+from openft import ids
+from openft.errors import FileTooLarge, InvalidFileFormat, InvalidRequest
+from openft.settings import Settings
+from openft.store import Store
+from openft.store.rows import FileRow
+from openft.tenancy import Principal
+from openft.types.file_object import UPLOADABLE_PURPOSES
+
+CHUNK = 1024 * 1024
+MAX_JSONL_LINE = 64 * 1024 * 1024
+
+
+def _first_jsonl_problem(path: Path) -> str | None:
+    """OpenAI's upload-time check: every non-blank line is a JSON object. Returns the message or None."""
+    with path.open("rb") as fh:
+        number = 0
+        while True:
+            line = fh.readline(MAX_JSONL_LINE + 1)
+            if not line:
+                return None
+            number += 1
+            if len(line) > MAX_JSONL_LINE:
+                return f"Line {number} is longer than {MAX_JSONL_LINE} bytes."
+            if not line.strip():
+                continue
+            hint = line[:40].decode("utf-8", "replace").strip()
+            try:
+                value = json.loads(line)
+            except (ValueError, RecursionError):
+                return f"Line {number} is not valid JSON (HINT: line starts with: \"{hint}\")."
+            if not isinstance(value, dict):
+                return f"Line {number} is not a dictionary (HINT: line starts with: \"{hint}\")."
+
+
+class FileService:
+    def __init__(self, settings: Settings, store: Store):
+        self.settings = settings
+        self.store = store
+
+    def blob_path(self, file_id: str) -> Path:
+        return self.settings.files_dir / file_id
+
+    def create(
+        self, principal: Principal, *, filename: str, purpose: str, content: BinaryIO,
+        expires_after_seconds: int | None = None,
+    ) -> FileRow:
+        """Store ``content`` as a new file.
+
+        Raises:
+            InvalidRequest: unknown purpose, bad expiry, or a fine-tune file that is not ``.jsonl``.
+            FileTooLarge: more than ``settings.max_file_bytes``.
+            InvalidFileFormat: a ``fine-tune`` file whose lines are not JSON objects (names the line).
+        """
+        if purpose not in UPLOADABLE_PURPOSES:
+            raise InvalidRequest(
+                f"Invalid purpose '{purpose}'. Expected one of: {', '.join(UPLOADABLE_PURPOSES)}.",
+                param="purpose", code="invalid_value",
+            )
+        if purpose == "fine-tune" and not filename.lower().endswith(".jsonl"):
+            raise InvalidRequest(
+                f"Invalid file format for Fine-Tuning API. Must be .jsonl (got '{filename}').",
+                param="file", code="invalid_file_format",
+            )
+        if expires_after_seconds is not None and not 3600 <= expires_after_seconds <= 2_592_000:
+            raise InvalidRequest(
+                "expires_after[seconds] must be between 3600 and 2592000.", param="expires_after[seconds]"
+            )
+        file_id = ids.new_file_id()
+        path = self.blob_path(file_id)
+        size = self._write_blob(path, content)
+        if purpose == "fine-tune" and (problem := _first_jsonl_problem(path)) is not None:
+            path.unlink(missing_ok=True)
+            raise InvalidFileFormat(
+                "Expected file to have JSONL format, where every line is a JSON dictionary. " + problem,
+                param="file",
+            )
+        now = int(time.time())
+        row = FileRow(
+            id=file_id, organization_id=principal.organization_id, project_id=principal.project_id,
+            filename=os.path.basename(filename) or "file", purpose=purpose, bytes=size, created_at=now,
+            blob_path=str(path.relative_to(self.settings.home)),
+            expires_at=now + expires_after_seconds if expires_after_seconds else None,
+        )
+        self.store.insert_file(row)
+        return row
+
+    def create_from_path(self, organization_id: str, source: Path, *, filename: str, purpose: str) -> FileRow:
+        """Register a file produced by the server itself (results CSVs)."""
+        with source.open("rb") as fh:
+            return self.create(Principal(organization_id), filename=filename, purpose=purpose, content=fh)
+
+    def _write_blob(self, path: Path, content: BinaryIO) -> int:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".part")
+        size = 0
+        try:
+            with tmp.open("wb") as out:
+                while chunk := content.read(CHUNK):
+                    size += len(chunk)
+                    if size > self.settings.max_file_bytes:
+                        raise FileTooLarge(
+                            f"File is larger than the {self.settings.max_file_bytes} bytes this server accepts.",
+                            param="file",
+                        )
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return size
+
+    def get(self, principal: Principal, file_id: str) -> FileRow:
+        return self.store.get_file(file_id, principal.organization_id)
+
+    def content_path(self, principal: Principal, file_id: str) -> Path:
+        return self.settings.home / self.get(principal, file_id).blob_path
+
+    def local_path(self, row: FileRow) -> Path:
+        return self.settings.home / row.blob_path
+
+    def list(
+        self, principal: Principal, *, purpose: str | None, limit: int, order: str, after: str | None
+    ) -> tuple[list[FileRow], bool]:
+        return self.store.list_files(principal.organization_id, purpose=purpose, limit=limit, order=order, after=after)
+
+    def delete(self, principal: Principal, file_id: str) -> FileRow:
+        row = self.store.delete_file(file_id, principal.organization_id)
+        (self.settings.home / row.blob_path).unlink(missing_ok=True)
+        return row

@@ -1,0 +1,148 @@
+"""JobService: create, list, retrieve and cancel jobs, and read their events and checkpoints.
+
+The API and the CLI both go through here, so there is one implementation of each operation.
+Validation and training happen later, in a worker (``jobs/worker.py``).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from openft import ids
+from openft.errors import InvalidJobState, InvalidRequest, ModelNotFound
+from openft.files.service import FileService
+from openft.jobs import status as st
+from openft.models.catalog import find_base_model
+from openft.store import Store
+from openft.store.rows import CheckpointRow, EventRow, JobRow
+from openft.tenancy import Principal
+from openft.types.fine_tuning.fine_tuning_job import JobCreateParams
+
+SUPPORTED_METHODS = ("supervised",)
+
+
+def _check_metadata(metadata: dict[str, str] | None) -> None:
+    if metadata is None:
+        return
+    if len(metadata) > 16:
+        raise InvalidRequest("metadata can have at most 16 key-value pairs.", param="metadata")
+    for key, value in metadata.items():
+        if len(key) > 64:
+            raise InvalidRequest(f"metadata key '{key[:70]}' is longer than 64 characters.", param="metadata")
+        if len(value) > 512:
+            raise InvalidRequest(f"metadata value for '{key}' is longer than 512 characters.", param="metadata")
+
+
+def _requested_method(params: JobCreateParams) -> dict[str, Any]:
+    """The job's ``method`` object; the legacy top-level ``hyperparameters`` mean supervised."""
+    legacy = params.hyperparameters.model_dump() if params.hyperparameters else None
+    if params.method is None:
+        hyper = legacy or {"batch_size": "auto", "learning_rate_multiplier": "auto", "n_epochs": "auto"}
+        return {"type": "supervised", "supervised": {"hyperparameters": hyper}}
+    method = params.method.model_dump(exclude_none=True)
+    kind = method["type"]
+    if kind not in SUPPORTED_METHODS:
+        raise InvalidRequest(
+            f"Fine-tuning method '{kind}' is not supported by this server yet; use 'supervised'.",
+            param="method.type", code="unsupported_method",
+        )
+    section = method.setdefault(kind, {})
+    hyper = section.get("hyperparameters") or {}
+    if legacy is not None:
+        if hyper and hyper != legacy:
+            raise InvalidRequest(
+                "Pass hyperparameters either in method or at the top level, not both.", param="hyperparameters"
+            )
+        hyper = legacy
+    section["hyperparameters"] = {k: hyper.get(k, "auto") for k in ("batch_size", "learning_rate_multiplier", "n_epochs")}
+    return method
+
+
+class JobService:
+    def __init__(self, store: Store, files: FileService):
+        self.store = store
+        self.files = files
+
+    def create(self, principal: Principal, params: JobCreateParams) -> JobRow:
+        """Check the request, store the job in ``validating_files`` and log its first events.
+
+        Raises:
+            ModelNotFound: the base model is not in the catalog.
+            InvalidRequest: a file is missing, not for fine-tuning, or an argument is invalid.
+        """
+        if find_base_model(params.model, self.store.local_models()) is None:
+            raise ModelNotFound(
+                f"The model `{params.model}` does not exist or you do not have access to it.", param="model"
+            )
+        _check_metadata(params.metadata)
+        method = _requested_method(params)
+        self._check_training_file(principal, params.training_file, "training_file")
+        if params.validation_file:
+            self._check_training_file(principal, params.validation_file, "validation_file")
+        seed = params.seed if params.seed is not None else secrets.randbelow(2_147_483_648)
+        model_name = ids.fine_tuned_model_name(
+            params.model, ids.organization_slug(principal.organization_id), params.suffix, ids.new_model_short_id()
+        )
+        job = JobRow(
+            id=ids.new_job_id(), organization_id=principal.organization_id, project_id=principal.project_id,
+            model=params.model, training_file=params.training_file, validation_file=params.validation_file,
+            status=st.VALIDATING, method=method, hyperparameters=dict(method[method["type"]]["hyperparameters"]),
+            seed=seed, model_name=model_name, created_at=int(time.time()), suffix=params.suffix,
+            metadata=params.metadata, integrations=[i.model_dump() for i in params.integrations or []] or None,
+        )
+        self.store.insert_job(job)
+        self.store.append_event(job.id, f"Created fine-tuning job: {job.id}")
+        files = f"Validating training file: {job.training_file}"
+        if job.validation_file:
+            files += f" and validation file: {job.validation_file}"
+        self.store.append_event(job.id, files)
+        return job
+
+    def _check_training_file(self, principal: Principal, file_id: str, param: str) -> None:
+        try:
+            row = self.files.get(principal, file_id)
+        except Exception as exc:
+            raise InvalidRequest(f"File {file_id} does not exist.", param=param, code="invalid_file") from exc
+        if row.purpose != "fine-tune":
+            raise InvalidRequest(
+                f"File {file_id} has purpose '{row.purpose}'; fine-tuning needs purpose 'fine-tune'.",
+                param=param, code="invalid_file_purpose",
+            )
+
+    def get(self, principal: Principal, job_id: str) -> JobRow:
+        return self.store.get_job(job_id, principal.organization_id)
+
+    def list(
+        self, principal: Principal, *, after: str | None, limit: int, metadata: dict[str, str] | None
+    ) -> tuple[list[JobRow], bool]:
+        return self.store.list_jobs(principal.organization_id, after=after, limit=limit, metadata=metadata)
+
+    def cancel(self, principal: Principal, job_id: str) -> JobRow:
+        """Cancel a job that has not finished; its worker kills the training process within seconds.
+
+        Raises:
+            JobNotFound: no such job for this organization.
+            InvalidJobState: the job has already finished.
+        """
+        job = self.get(principal, job_id)
+        changed = self.store.update_job(
+            job_id, expect_status=st.sources_of(st.CANCELLED), status=st.CANCELLED,
+            finished_at=int(time.time()), estimated_finish=None,
+        )
+        if not changed:
+            job = self.get(principal, job_id)
+            raise InvalidJobState(f"Job {job_id} has already {job.status}; it cannot be cancelled.", param="fine_tuning_job_id")
+        self.store.append_event(job_id, "Fine-tuning job cancelled")
+        return self.get(principal, job_id)
+
+    def events(self, principal: Principal, job_id: str, *, after: str | None, limit: int) -> tuple[list[EventRow], bool]:
+        self.get(principal, job_id)
+        return self.store.list_events(job_id, after=after, limit=limit)
+
+    def checkpoints(
+        self, principal: Principal, job_id: str, *, after: str | None, limit: int
+    ) -> tuple[list[CheckpointRow], bool]:
+        self.get(principal, job_id)
+        return self.store.list_checkpoints(job_id, after=after, limit=limit)

@@ -1,0 +1,116 @@
+"""Tables. Changes go through a new Alembic migration in ``store/migrations/versions``.
+
+Every table has an integer ``seq`` primary key: cursors and "newest first" orderings use it,
+so listing stays index-backed however many rows there are.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# BigInteger autoincrement is not an alias of ROWID on SQLite; Integer.with_variant keeps both happy.
+SeqType = BigInteger().with_variant(Integer(), "sqlite")
+
+files = Table(
+    "files", metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("organization_id", String(64), nullable=False),
+    Column("project_id", String(64)),
+    Column("filename", String(512), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger),
+    Column("blob_path", Text, nullable=False),
+    Index("ix_files_org_seq", "organization_id", "seq"),
+)
+
+jobs = Table(
+    "jobs", metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("organization_id", String(64), nullable=False),
+    Column("project_id", String(64)),
+    Column("model", String(512), nullable=False),
+    Column("training_file", String(64), nullable=False),
+    Column("validation_file", String(64)),
+    Column("status", String(32), nullable=False),
+    Column("method", JSON, nullable=False),
+    Column("hyperparameters", JSON, nullable=False),
+    Column("suffix", String(64)),
+    Column("seed", BigInteger, nullable=False),
+    Column("metadata", JSON),
+    Column("integrations", JSON),
+    Column("model_name", String(1024), nullable=False),
+    Column("fine_tuned_model", String(1024)),
+    Column("error", JSON),
+    Column("result_files", JSON, nullable=False),
+    Column("trained_tokens", BigInteger),
+    Column("estimated_finish", BigInteger),
+    Column("created_at", BigInteger, nullable=False),
+    Column("started_at", BigInteger),
+    Column("finished_at", BigInteger),
+    Column("worker_id", String(128)),
+    Column("heartbeat_at", Float),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("model_deleted", Boolean, nullable=False, default=False),
+    Index("ix_jobs_org_seq", "organization_id", "seq"),
+    Index("ix_jobs_status_seq", "status", "seq"),
+)
+
+job_metadata = Table(
+    "job_metadata", metadata,
+    Column("job_id", String(64), primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("value", String(512), nullable=False),
+    Index("ix_job_metadata_kv", "key", "value"),
+)
+
+job_events = Table(
+    "job_events", metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("job_id", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("level", String(8), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("data", JSON),
+    Index("ix_job_events_job_seq", "job_id", "seq"),
+)
+
+job_checkpoints = Table(
+    "job_checkpoints", metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("job_id", String(64), nullable=False),
+    Column("organization_id", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("step_number", Integer, nullable=False),
+    Column("fine_tuned_model_checkpoint", String(1100), nullable=False, unique=True),
+    Column("metrics", JSON, nullable=False),
+    Column("adapter_path", Text, nullable=False),
+    Index("ix_job_checkpoints_job_seq", "job_id", "seq"),
+)
+
+local_models = Table(
+    "local_models", metadata,
+    Column("id", String(512), primary_key=True),
+    Column("path", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)

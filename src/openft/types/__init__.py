@@ -1,0 +1,1 @@
+"""OpenAI wire models; class and field names are identical to ``openai.types``."""

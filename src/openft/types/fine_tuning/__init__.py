@@ -1,0 +1,1 @@
+"""Fine-tuning wire models (``openai.types.fine_tuning``)."""
