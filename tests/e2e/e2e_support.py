@@ -1,0 +1,63 @@
+"""A live ``openft serve`` on a loopback port, with its own home and SQLite database."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from openai import OpenAI
+
+
+@dataclass
+class LiveServer:
+    base_url: str
+    home: Path
+    process: subprocess.Popen[bytes]
+
+    def client(self) -> OpenAI:
+        return OpenAI(base_url=self.base_url, api_key="sk-local", max_retries=0, timeout=120)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[LiveServer]:
+    home = tmp_path_factory.mktemp("home")
+    (home / "models").symlink_to(models_dir)
+    port = _free_port()
+    env = {**os.environ, "OPENFT_HOME": str(home), "OPENFT_WORKER_POLL_SECONDS": "0.05"}
+    env.pop("OPENFT_DATABASE_URL", None)
+    log = (home / "server.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "openft", "serve", "--port", str(port)],
+                               env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.time() > deadline:
+            process.kill()
+            raise RuntimeError(f"openft serve did not start:\n{(home / 'server.log').read_text()[-3000:]}")
+        time.sleep(0.2)
+    yield LiveServer(base_url=f"{url}/v1", home=home, process=process)
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
