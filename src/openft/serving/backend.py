@@ -1,0 +1,93 @@
+"""The ``Backend`` seam between ``api/inference.py`` and a text generator, and its plain data types.
+
+Pure Python (no torch): the API process imports this module before any model is served.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from openft.models.catalog import BaseModel
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What the registry resolves a model id to."""
+
+    id: str
+    """The name the client used: a base model id, ``ft:...`` or ``ft:...:ckpt-step-N``."""
+    base: BaseModel
+    """The base model the weights (and the adapter) belong to."""
+    adapter_dir: str | None = None
+    """A PEFT adapter directory; None for a base model."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample, with OpenAI's names and defaults."""
+
+    max_tokens: int | None = None
+    """Most tokens to generate per choice; None means ``min(256, context length - prompt tokens)``."""
+    temperature: float = 1.0
+    """0 means greedy decoding."""
+    top_p: float = 1.0
+    n: int = 1
+    """Number of choices."""
+    stop: list[str] | tuple[str, ...] = field(default=())
+    """Up to 4 strings; the text is cut before the first one found and ``finish_reason`` is ``stop``."""
+    seed: int | None = None
+    """Same seed, model and parameters give the same output (best effort, as in OpenAI's API)."""
+    presence_penalty: float = 0.0
+    """Subtracted once from the logit of every token already generated (-2 to 2)."""
+    frequency_penalty: float = 0.0
+    """Subtracted from a token's logit once per time it was already generated (-2 to 2)."""
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One generated answer."""
+
+    text: str
+    finish_reason: FinishReason
+    """``stop``: the model ended its turn or a stop string was found; ``length``: ``max_tokens`` was hit."""
+
+
+@dataclass(frozen=True)
+class Generation:
+    """The choices of one request and its token usage."""
+
+    choices: list[Choice]
+    prompt_tokens: int
+    """Tokens in the prompt (the rendered chat template for chat), counted once however many choices."""
+    completion_tokens: int
+    """Tokens generated, summed over the choices."""
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class Backend(Protocol):
+    """Generates text for a served model, loading its weights and adapter on first use.
+
+    Methods are synchronous and may block for seconds: async callers run them in a worker thread.
+    Bad parameters raise ``openft.errors.InvalidRequest`` naming the ``param``.
+    """
+
+    def chat(
+        self,
+        model: ServedModel,
+        messages: list[dict[str, Any]],
+        params: SamplingParams,
+        *,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> Generation: ...
+
+    def complete(self, model: ServedModel, prompt: str, params: SamplingParams) -> Generation: ...
+
+    def unload(self, model_id: str) -> None:
+        """Free an adapter (a fine-tuned model id) or a whole base model with its adapters (a base id)."""
+        ...
