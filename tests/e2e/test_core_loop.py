@@ -137,7 +137,7 @@ def test_checkpoints_are_listed_and_servable(live_server: LiveServer, finished_j
     assert {TINY, job.fine_tuned_model} | {c.fine_tuned_model_checkpoint for c in checkpoints} <= model_ids
     assert client.models.retrieve(job.fine_tuned_model).id == job.fine_tuned_model
 
-    question = [{"role": "user", "content": "Hello there!"}]
+    question = [{"role": "user", "content": "Hello!"}]
     for model in (job.fine_tuned_model, checkpoints[-1].fine_tuned_model_checkpoint):
         reply = client.chat.completions.create(model=model, messages=question, max_tokens=40, temperature=0)
         assert reply.object == "chat.completion" and reply.model == model
@@ -200,4 +200,4 @@ def test_cancel_stops_training_within_seconds(live_server: LiveServer) -> None:
     assert final.status == "cancelled" and final.fine_tuned_model is None
     events = _events(client, job.id)
     assert events[0].message == f"Created fine-tuning job: {job.id}" and any(e.type == "metrics" for e in events)
-    assert events[-1].message == "Fine-tuning job cancelled"
+    assert "Fine-tuning job cancelled" in [e.message for e in events]

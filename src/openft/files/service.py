@@ -58,7 +58,7 @@ class FileService:
         self, principal: Principal, *, filename: str, purpose: str, content: BinaryIO,
         expires_after_seconds: int | None = None,
     ) -> FileRow:
-        """Store ``content`` as a new file.
+        """Store ``content`` as a new file uploaded by a user.
 
         Raises:
             InvalidRequest: unknown purpose, bad expiry, or a fine-tune file that is not ``.jsonl``.
@@ -79,6 +79,18 @@ class FileService:
             raise InvalidRequest(
                 "expires_after[seconds] must be between 3600 and 2592000.", param="expires_after[seconds]"
             )
+        return self._store(principal, filename=filename, purpose=purpose, content=content,
+                           expires_after_seconds=expires_after_seconds)
+
+    def create_from_path(self, organization_id: str, source: Path, *, filename: str, purpose: str) -> FileRow:
+        """Register a file the server produced itself (a results CSV, purpose ``fine-tune-results``)."""
+        with source.open("rb") as fh:
+            return self._store(Principal(organization_id), filename=filename, purpose=purpose, content=fh)
+
+    def _store(
+        self, principal: Principal, *, filename: str, purpose: str, content: BinaryIO,
+        expires_after_seconds: int | None = None,
+    ) -> FileRow:
         file_id = ids.new_file_id()
         path = self.blob_path(file_id)
         size = self._write_blob(path, content)
@@ -97,11 +109,6 @@ class FileService:
         )
         self.store.insert_file(row)
         return row
-
-    def create_from_path(self, organization_id: str, source: Path, *, filename: str, purpose: str) -> FileRow:
-        """Register a file produced by the server itself (results CSVs)."""
-        with source.open("rb") as fh:
-            return self.create(Principal(organization_id), filename=filename, purpose=purpose, content=fh)
 
     def _write_blob(self, path: Path, content: BinaryIO) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)

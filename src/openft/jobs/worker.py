@@ -218,20 +218,20 @@ class Worker:
     def pump_running(self) -> bool:
         run = self.running
         assert run is not None
-        lines = run.reader.read_new()
-        for line in lines:
-            self._handle_line(run, line)
         now = time.time()
         current = self.store.get_job(run.job.id)
         if current.status != st.RUNNING or current.worker_id != self.worker_id:
-            # Cancelled (or taken from us): stop the training process now.
+            # Cancelled (or taken from us): stop the training process now; its later lines are moot.
             if run.process.poll() is None:
                 self._kill(run, force=run.kill_sent_at is not None and now - run.kill_sent_at > KILL_GRACE)
-                return bool(lines)
+                return False
             self._close(run)
             self.running = None
             log.info("job %s: training stopped (status %s)", run.job.id, current.status)
             return True
+        lines = run.reader.read_new()
+        for line in lines:
+            self._handle_line(run, line)
         if now - run.last_heartbeat > HEARTBEAT_EVERY:
             run.last_heartbeat = now
             self.store.heartbeat(run.job.id, self.worker_id, now)
@@ -242,15 +242,19 @@ class Worker:
             self._handle_line(run, line)
         self._close(run)
         self.running = None
-        if code == 0 and run.result is not None:
-            self._succeed(run)
-        else:
+        try:
+            if code == 0 and run.result is not None:
+                self._succeed(run)
+                return True
             error = run.error or {
                 "code": "training_failed",
                 "message": f"The training process exited with code {code}. {self._log_tail(run)}".strip(),
                 "param": None,
             }
-            self._fail(run.job, error, from_status=st.RUNNING)
+        except Exception as exc:  # finishing must never leave the job running without a process
+            log.exception("job %s: could not record the result", run.job.id)
+            error = {"code": "server_error", "message": f"Could not record the job's result: {exc}", "param": None}
+        self._fail(run.job, error, from_status=st.RUNNING)
         return True
 
     def _handle_line(self, run: Running, line: dict[str, Any]) -> None:

@@ -87,7 +87,7 @@ def _from_directory(model_id: str, path: Path, source: str) -> BaseModel:
 
 
 def builtin_models() -> list[BaseModel]:
-    models = [BaseModel(id=TINY_CHAT, source="tiny", path=None, context_length=1024, lora_learning_rate=3e-3)]
+    models = [BaseModel(id=TINY_CHAT, source="tiny", path=None, context_length=1024, lora_learning_rate=1e-2)]
     gguf = _smollm2_gguf_path()
     if gguf is not None:
         models.append(BaseModel(id=SMOLLM2, source="gguf", path=gguf, context_length=8192,

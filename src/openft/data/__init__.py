@@ -1,0 +1,1 @@
+"""Training data: JSONL file validation (pure Python, no torch) and the bundled example data."""

@@ -1,0 +1,67 @@
+"""Run one training job: ``python -m openft.training SPEC.json``.
+
+Reads the ``TrainingSpec`` in SPEC.json (written by the worker), sets torch's thread count
+(``spec.threads``, or every core) and runs the recipe of ``spec.method``. Everything the run
+produces goes to ``spec.output_dir``: event lines in ``events.jsonl`` (see ``training/events.py``),
+checkpoints, the adapter and ``results.csv``. Nothing is written to stdout; tracebacks and library
+logs go to stderr.
+
+Exit status: 0 when the recipe finished (its last event line is ``result``); 1 when it failed,
+after an ``error`` event line (code ``invalid_training_file`` for bad training data, else
+``training_failed``); 2 when SPEC.json cannot be read (no event is written: its output_dir is unknown).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from openft.training.events import EventWriter
+from openft.training.spec import TrainingSpec
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the spec named on the command line; returns the process exit status."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m openft.training SPEC.json", file=sys.stderr)
+        return 2
+    try:
+        spec = TrainingSpec.read(Path(args[0]))
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"cannot read training spec {args[0]}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    events = EventWriter(Path(spec.output_dir))
+    try:
+        import torch
+        import transformers
+
+        from openft.training.chat_data import TrainingDataError
+        from openft.training.recipes import RECIPES
+
+        transformers.utils.logging.disable_progress_bar()
+        torch.set_num_threads(spec.threads or os.cpu_count() or 1)
+        if spec.method not in RECIPES:
+            raise ValueError(f"unknown training method {spec.method!r}; expected one of {', '.join(RECIPES)}")
+        try:
+            RECIPES[spec.method](spec, events)
+        except TrainingDataError as exc:
+            traceback.print_exc()
+            events.error("invalid_training_file", str(exc), param=exc.param)
+            return 1
+    except BaseException as exc:  # noqa: BLE001 - every failure must become an error line
+        traceback.print_exc()
+        events.error("training_failed", f"{type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        events.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""Turn OpenAI fine-tuning JSONL lines into token ids and loss labels with the model's chat template.
+
+No torch here: only a Hugging Face tokenizer. One line is either a chat example
+(``{"messages": [...], "tools": [...]}``, assistant messages with an optional ``weight`` of 0 or 1
+and optional ``tool_calls``) or a legacy ``{"prompt": ..., "completion": ...}`` pair, which becomes
+a user turn and an assistant turn.
+
+Labels are ``-100`` everywhere except on the tokens of assistant messages whose weight is not 0,
+end-of-turn token included (so the model learns to stop). An assistant message's tokens are found
+by rendering the template twice: on ``messages[:i]`` with the generation prompt, and on
+``messages[:i + 1]``; the difference is message ``i``. That only works for a template whose
+renderings of prefixes are token prefixes of the full rendering, which is checked for every example.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+IGNORE_INDEX = -100
+"""The label of a token that is not trained on (PyTorch's cross-entropy default ``ignore_index``)."""
+
+
+class TrainingDataError(Exception):
+    """A training or validation example cannot be turned into tokens; the message names the line."""
+
+    def __init__(self, message: str, *, param: str = "training_file"):
+        super().__init__(message)
+        self.param = param
+        """The spec field naming the file at fault: ``training_file`` or ``validation_file``."""
+
+
+@dataclass(frozen=True)
+class TokenizedExample:
+    """One example ready to pack: ``labels[t]`` is ``input_ids[t]`` where trained, else ``-100``."""
+
+    input_ids: list[int]
+    labels: list[int]
+    line: int
+    """1-based line number in the JSONL file, for messages a user can act on."""
+
+    @property
+    def n_trained(self) -> int:
+        """Tokens with a label."""
+        return sum(1 for label in self.labels if label != IGNORE_INDEX)
+
+
+def _text(content: Any) -> str:
+    """A message's content as one string (``None`` -> "", text parts joined)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, str):
+                parts.append(part)
+            elif isinstance(part, dict) and part.get("type", "text") == "text" and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+            else:
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise TrainingDataError(f"unsupported content part {kind!r}; only text parts can be trained on")
+        return "".join(parts)
+    raise TrainingDataError(f"content must be a string or a list of text parts, not {type(content).__name__}")
+
+
+def _tool_call(call: dict[str, Any]) -> dict[str, Any]:
+    """A tool call with JSON-string arguments parsed to a dict, the form Hugging Face templates expect."""
+    function = dict(call.get("function") or {})
+    arguments = function.get("arguments")
+    if isinstance(arguments, str):
+        try:
+            function["arguments"] = json.loads(arguments)
+        except ValueError:
+            pass  # not JSON: the template renders the string as it is
+    return {**{k: v for k, v in call.items() if k != "function"}, "type": "function", "function": function}
+
+
+def normalize_messages(example: dict[str, Any]) -> tuple[list[dict[str, Any]], list[float], list[Any] | None]:
+    """The template-ready messages of one JSONL line, each message's weight, and its tools (or None).
+
+    Content becomes a string; ``developer`` becomes ``system``; legacy ``function`` messages,
+    ``function_call`` and ``functions`` become ``tool`` messages, ``tool_calls`` and ``tools``;
+    ``weight`` (assistant only, default 1) is taken out of the message.
+
+    Args:
+        example: One parsed JSONL line.
+
+    Returns:
+        ``(messages, weights, tools)`` with ``weights[i]`` for ``messages[i]`` (0 for non-assistant turns).
+
+    Raises:
+        TrainingDataError: The line is neither a chat example nor a prompt/completion pair.
+    """
+    if "messages" not in example and "prompt" in example and "completion" in example:
+        example = {"messages": [{"role": "user", "content": example["prompt"]},
+                                {"role": "assistant", "content": example["completion"]}]}
+    raw_messages = example.get("messages")
+    if not isinstance(raw_messages, list) or not raw_messages:
+        raise TrainingDataError("expected a non-empty 'messages' list (or 'prompt' and 'completion')")
+    messages: list[dict[str, Any]] = []
+    weights: list[float] = []
+    for raw in raw_messages:
+        if not isinstance(raw, dict) or not isinstance(raw.get("role"), str):
+            raise TrainingDataError("every message must be an object with a 'role'")
+        role = {"developer": "system", "function": "tool"}.get(raw["role"], raw["role"])
+        message: dict[str, Any] = {"role": role, "content": _text(raw.get("content"))}
+        for key in ("name", "tool_call_id"):
+            if raw.get(key) is not None:
+                message[key] = raw[key]
+        calls = raw.get("tool_calls") or ([{"type": "function", "function": raw["function_call"]}]
+                                          if raw.get("function_call") else [])
+        if calls:
+            message["tool_calls"] = [_tool_call(call) for call in calls]
+        messages.append(message)
+        weights.append(float(raw.get("weight", 1)) if role == "assistant" else 0.0)
+    tools = example.get("tools") or (
+        [{"type": "function", "function": f} for f in example["functions"]] if example.get("functions") else None
+    )
+    return messages, weights, tools
+
+
+def _render(tokenizer: Any, messages: list[dict[str, Any]], tools: list[Any] | None, *, prompt: bool) -> list[int]:
+    text = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=prompt)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def tokenize_example(example: dict[str, Any], tokenizer: Any, line: int = 0) -> TokenizedExample:
+    """Tokenize one JSONL line with the tokenizer's chat template, labelling trained assistant tokens.
+
+    Args:
+        example: One parsed JSONL line (chat or prompt/completion).
+        tokenizer: A Hugging Face tokenizer with a chat template.
+        line: The line number to report.
+
+    Returns:
+        The untruncated example.
+
+    Raises:
+        TrainingDataError: The line is malformed, or the chat template renders a conversation's
+            prefixes differently from the conversation (so assistant turns cannot be located).
+    """
+    messages, weights, tools = normalize_messages(example)
+    input_ids = _render(tokenizer, messages, tools, prompt=False)
+    labels = [IGNORE_INDEX] * len(input_ids)
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant" or weights[i] == 0:
+            continue
+        before = _render(tokenizer, messages[:i], tools, prompt=True) if i else []
+        through = _render(tokenizer, messages[: i + 1], tools, prompt=False)
+        if through[: len(before)] != before or input_ids[: len(through)] != through:
+            raise TrainingDataError(
+                f"the chat template of this model is not prefix-stable (rendering the first {i} messages "
+                "is not a prefix of rendering the whole conversation), so assistant turns cannot be "
+                "located for loss masking"
+            )
+        labels[len(before) : len(through)] = input_ids[len(before) : len(through)]
+    return TokenizedExample(input_ids=input_ids, labels=labels, line=line)
+
+
+def load_chat_examples(
+    path: str | Path, tokenizer: Any, max_seq_len: int
+) -> tuple[list[TokenizedExample], list[int]]:
+    """Read and tokenize a supervised JSONL file, truncating examples to ``max_seq_len`` tokens.
+
+    Args:
+        path: The JSONL file (blank lines skipped, a UTF-8 BOM tolerated).
+        tokenizer: A Hugging Face tokenizer with a chat template.
+        max_seq_len: Examples longer than this many tokens keep only their first ``max_seq_len``.
+
+    Returns:
+        ``(examples, truncated_lines)``: one example per non-blank line, in file order, and the
+        1-based line numbers of the examples that were truncated.
+
+    Raises:
+        TrainingDataError: A line is not valid JSON or cannot be tokenized; the message names it.
+    """
+    examples: list[TokenizedExample] = []
+    truncated: list[int] = []
+    with open(path, encoding="utf-8-sig") as f:
+        for line_no, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            where = f"{Path(path).name} line {line_no}"
+            try:
+                data = json.loads(raw)
+            except ValueError as exc:
+                raise TrainingDataError(f"{where}: invalid JSON ({exc})") from exc
+            if not isinstance(data, dict):
+                raise TrainingDataError(f"{where}: expected a JSON object")
+            try:
+                example = tokenize_example(data, tokenizer, line_no)
+            except TrainingDataError as exc:
+                raise TrainingDataError(f"{where}: {exc}") from exc
+            except Exception as exc:  # the chat template rejected the conversation (jinja raise_exception)
+                raise TrainingDataError(f"{where}: the chat template failed: {type(exc).__name__}: {exc}") from exc
+            if len(example.input_ids) > max_seq_len:
+                truncated.append(line_no)
+                example = TokenizedExample(example.input_ids[:max_seq_len], example.labels[:max_seq_len], line_no)
+            examples.append(example)
+    return examples, truncated

@@ -1,0 +1,330 @@
+"""Supervised fine-tuning (SFT) with LoRA: the ``supervised`` method of a fine-tuning job.
+
+Run it through the training entry point (``python -m openft.training SPEC.json``), which calls
+``run(spec, events)``. Reads the base model (``spec.base_model`` from the catalog, built or converted
+into ``spec.models_dir``), ``spec.training_file`` and optionally ``spec.validation_file``. Writes into
+``spec.output_dir``: event lines through ``events`` (``events.jsonl``), one LoRA adapter per epoch in
+``checkpoints/step-N/`` (the last ``spec.keep_checkpoints`` are kept), the final adapter in
+``adapter/`` (with the tokenizer, so the directory is self-contained) and ``results.csv``.
+
+The steps, in order: seed -> load the base model -> wrap it with LoRA -> tokenize -> train -> save.
+Every optimizer step trains on ``spec.batch_size`` examples packed into one row (no padding):
+position ids restart at 0 for each example and the forward runs with ``use_cache=False``, which is
+what makes transformers build a block-diagonal causal mask from the position ids (with a cache it
+silently attends across examples). The LM head runs only at the positions that have a label.
+Two runs of the same spec on the same CPU and thread count produce the same losses, bit for bit.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+import shutil
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from openft.models.catalog import TINY_CHAT, BaseModel, find_base_model
+from openft.models.loader import load_model_and_tokenizer
+from openft.training.chat_data import IGNORE_INDEX, TokenizedExample, TrainingDataError, load_chat_examples
+from openft.training.events import EventWriter
+from openft.training.spec import TrainingSpec
+
+VALID_SAMPLE_SIZE = 32
+"""Validation examples scored every ``eval_every`` steps (the full set is scored once per epoch)."""
+AUTO_EVALUATIONS = 10
+"""With ``eval_every`` unset, validate about this many times over the run."""
+MAX_GRAD_NORM = 1.0
+RESULTS_HEADER = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
+
+
+def run(spec: TrainingSpec, events: EventWriter) -> None:
+    """Fine-tune ``spec.base_model`` with LoRA on ``spec.training_file`` and save the adapter.
+
+    Args:
+        spec: The job's resolved hyperparameters and paths.
+        events: Where progress, checkpoints and the result are reported.
+
+    Raises:
+        TrainingDataError: An example cannot be tokenized, or no example has anything to train on.
+        ValueError: The base model is unknown or ``spec.dtype`` is not a dtype name.
+    """
+    started = time.perf_counter()
+    output_dir = Path(spec.output_dir)
+    random.seed(spec.seed)
+    torch.manual_seed(spec.seed)
+
+    # 1. Load the base model, frozen.
+    from peft import LoraConfig, get_peft_model
+
+    base = resolve_base_model(spec.base_model)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = resolve_dtype(spec.dtype, base.id, device)
+    model, tokenizer = load_model_and_tokenizer(base, Path(spec.models_dir), dtype=dtype)
+    model.config.use_cache = False  # see the module docstring: packing needs it
+
+    # 2. Wrap it with LoRA adapters. PEFT keeps them in fp32 over a bf16 base (autocast_adapter_dtype).
+    lora = LoraConfig(r=spec.lora_rank, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
+                      target_modules="all-linear", task_type="CAUSAL_LM")
+    with warnings.catch_warnings():  # PEFT calls a transformers method deprecated in v5
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        model = get_peft_model(model, lora).to(device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    n_trainable = sum(p.numel() for p in trainable)
+    events.message(
+        f"Loaded model {base.id} in {time.perf_counter() - started:.1f}s ({_dtype_name(dtype)} on {device.type}); "
+        f"{n_trainable:,} trainable parameters (LoRA r={spec.lora_rank}, alpha={spec.lora_alpha})",
+        data={"trainable_parameters": n_trainable, "dtype": _dtype_name(dtype), "device": device.type},
+    )
+
+    # 3. Tokenize with the chat template; labels only on trained assistant turns.
+    max_seq_len = spec.max_seq_len or base.context_length
+    train = _load(spec.training_file, tokenizer, max_seq_len, events, "training")
+    if not train:
+        raise TrainingDataError("The training file has no example with an assistant message to train on.",
+                                param="training_file")
+    valid = _load(spec.validation_file, tokenizer, max_seq_len, events, "validation") if spec.validation_file else []
+    valid_sample = [valid[i] for i in sorted(random.Random(spec.seed).sample(range(len(valid)),
+                                                                            min(VALID_SAMPLE_SIZE, len(valid))))]
+    steps_per_epoch = math.ceil(len(train) / spec.batch_size)
+    total_steps = spec.n_epochs * steps_per_epoch
+    eval_every = spec.eval_every or max(1, round(total_steps / AUTO_EVALUATIONS))
+    events.message(
+        f"Training on {len(train)} examples ({sum(len(e.input_ids) for e in train):,} tokens), "
+        f"{spec.n_epochs} epochs of {steps_per_epoch} steps, batch size {spec.batch_size}"
+        + (f"; validating on {len(valid)} examples" if valid else "")
+    )
+
+    # 4. Train: AdamW, linear warmup then linear decay to 0, gradient clipping.
+    optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=0.0)
+    warmup_steps = round(spec.warmup_ratio * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup_steps, total_steps))
+    history: list[dict[str, Any]] = []
+    saved_steps: list[int] = []
+    step = trained_tokens = 0
+    train_seconds = 0.0
+    model.train()
+    for epoch in range(spec.n_epochs):
+        order = list(range(len(train)))
+        random.Random(spec.seed + epoch).shuffle(order)
+        for first in range(0, len(order), spec.batch_size):
+            step_started = time.perf_counter()
+            batch = pack([train[i] for i in order[first : first + spec.batch_size]], device)
+            loss, n_tokens, n_correct = batch_loss(model, batch)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            trained_tokens += batch.n_tokens
+            train_seconds += time.perf_counter() - step_started
+            row: dict[str, Any] = {
+                "step": step, "total_steps": total_steps, "epoch": epoch + 1,
+                "train_loss": float(loss.item()), "train_mean_token_accuracy": n_correct / max(n_tokens, 1),
+            }
+            epoch_end = first + spec.batch_size >= len(order)
+            if valid_sample and (step % eval_every == 0 or epoch_end):
+                row["valid_loss"], row["valid_mean_token_accuracy"] = evaluate(model, valid_sample, spec.batch_size,
+                                                                               device)
+            if valid and epoch_end:
+                full = (row["valid_loss"], row["valid_mean_token_accuracy"]) if len(valid_sample) == len(valid) \
+                    else evaluate(model, valid, spec.batch_size, device)
+                row["full_valid_loss"], row["full_valid_mean_token_accuracy"] = full
+            history.append(row)
+            # tokens/s measures training steps only; elapsed_seconds is wall clock since the run started.
+            events.metrics(**row, trained_tokens=trained_tokens, tokens_per_second=trained_tokens / train_seconds,
+                           elapsed_seconds=time.perf_counter() - started)
+
+        # 5a. One servable checkpoint per epoch; only the last keep_checkpoints stay on disk.
+        if spec.keep_checkpoints > 0:
+            path = f"checkpoints/step-{step}"
+            save_adapter(model, tokenizer, output_dir / path)
+            events.checkpoint(step=step, path=path, metrics={k: v for k, v in history[-1].items()
+                                                             if k not in ("total_steps", "epoch")})
+            saved_steps.append(step)
+            while len(saved_steps) > spec.keep_checkpoints:
+                old = saved_steps.pop(0)
+                shutil.rmtree(output_dir / f"checkpoints/step-{old}", ignore_errors=True)
+                events.checkpoint_deleted(old)
+
+    # 5b. The final adapter and OpenAI's results.csv.
+    save_adapter(model, tokenizer, output_dir / "adapter")
+    write_results_csv(history, output_dir / "results.csv")
+    events.result(
+        adapter_path="adapter", results_csv="results.csv", trained_tokens=trained_tokens,
+        n_examples=len(train), total_steps=total_steps,
+        hyperparameters={"n_epochs": spec.n_epochs, "batch_size": spec.batch_size,
+                         "learning_rate_multiplier": spec.learning_rate_multiplier},
+    )
+
+
+def resolve_base_model(model_id: str) -> BaseModel:
+    """The catalog entry for ``model_id``, or a model directory given by path.
+
+    Raises:
+        ValueError: ``model_id`` is neither in the catalog nor a directory.
+    """
+    base = find_base_model(model_id)
+    if base is not None:
+        return base
+    if Path(model_id).is_dir():
+        return BaseModel(id=model_id, source="local", path=model_id, context_length=2048, lora_learning_rate=2e-4)
+    raise ValueError(f"unknown base model {model_id!r}")
+
+
+def resolve_dtype(name: str, model_id: str, device: torch.device) -> torch.dtype:
+    """The dtype of the frozen base weights: ``auto`` is bf16 on CUDA with bf16 or on an AMX CPU, else fp32.
+
+    ``openft/tiny-chat`` stays in fp32 under ``auto``: it is tiny, and tests compare its numbers exactly.
+    fp16 is never chosen (on CPU it is slower than fp32).
+
+    Raises:
+        ValueError: ``name`` is not ``auto``, ``float32`` or ``bfloat16``.
+    """
+    if name in ("float32", "bfloat16"):
+        return getattr(torch, name)
+    if name != "auto":
+        raise ValueError(f"unsupported dtype {name!r}; expected auto, float32 or bfloat16")
+    if model_id == TINY_CHAT:
+        return torch.float32
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if _cpu_has_amx_bf16() else torch.float32
+
+
+def _cpu_has_amx_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " amx_bf16" in line for line in f)
+    except OSError:
+        return False
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _load(path: str, tokenizer: Any, max_seq_len: int, events: EventWriter, purpose: str) -> list[TokenizedExample]:
+    """Tokenize a file, reporting truncated examples and dropping those with nothing to train on."""
+    try:
+        examples, truncated = load_chat_examples(path, tokenizer, max_seq_len)
+    except TrainingDataError as exc:
+        raise TrainingDataError(f"{purpose.capitalize()} file: {exc}", param=f"{purpose}_file") from exc
+    if truncated:
+        events.message(
+            f"{len(truncated)} {purpose} examples were longer than the context ({max_seq_len} tokens) and were "
+            f"truncated: lines {', '.join(map(str, truncated))}",
+            level="warn", data={"file": purpose, "lines": truncated, "max_seq_len": max_seq_len},
+        )
+    # A label at position 0 has no preceding token to predict it from.
+    empty = [e.line for e in examples if all(label == IGNORE_INDEX for label in e.labels[1:])]
+    if empty:
+        events.message(
+            f"{len(empty)} {purpose} examples have no assistant tokens to train on (all weights 0, or truncated "
+            f"away) and were skipped: lines {', '.join(map(str, empty))}",
+            level="warn", data={"file": purpose, "lines": empty},
+        )
+    skipped = set(empty)
+    return [e for e in examples if e.line not in skipped]
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Multiplier of the peak rate for 0-based ``step``: linear warmup, then linear decay towards 0."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
+@dataclass(frozen=True)
+class PackedBatch:
+    """Examples concatenated into one row of shape ``(1, n_tokens)``."""
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    """Restart at 0 for each example, which is how the model tells the examples apart."""
+    targets: torch.Tensor
+    """The label of the next token within the same example, ``-100`` where nothing is trained."""
+    n_tokens: int
+
+
+def pack(examples: Sequence[TokenizedExample], device: torch.device | str = "cpu") -> PackedBatch:
+    """Pack examples into one row for a ``use_cache=False`` forward (see the module docstring)."""
+    input_ids: list[int] = []
+    position_ids: list[int] = []
+    targets: list[int] = []
+    for example in examples:
+        input_ids += example.input_ids
+        position_ids += range(len(example.input_ids))
+        # Shift within the example, so no position predicts the first token of the next one.
+        targets += [*example.labels[1:], IGNORE_INDEX]
+
+    def row(values: list[int]) -> torch.Tensor:
+        return torch.tensor([values], dtype=torch.long, device=device)
+
+    return PackedBatch(row(input_ids), row(position_ids), row(targets), len(input_ids))
+
+
+def batch_loss(model: Any, batch: PackedBatch) -> tuple[torch.Tensor, int, int]:
+    """Mean cross-entropy over the batch's trained tokens, their count and how many argmax got right.
+
+    Runs the decoder over the packed row, then the LM head only at positions with a target, which
+    skips most of the head's cost (prompts, system messages) and never materialises full logits.
+    """
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = getattr(causal_lm, causal_lm.base_model_prefix)
+    hidden = decoder(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).last_hidden_state
+    where = batch.targets != IGNORE_INDEX
+    targets = batch.targets[where]
+    logits = causal_lm.get_output_embeddings()(hidden[where]).float()
+    softcap = getattr(causal_lm.config, "final_logit_softcapping", None)
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    n_tokens = int(targets.numel())
+    loss = F.cross_entropy(logits, targets, reduction="sum") / max(n_tokens, 1)
+    n_correct = int((logits.detach().argmax(dim=-1) == targets).sum().item())
+    return loss, n_tokens, n_correct
+
+
+@torch.no_grad()
+def evaluate(model: Any, examples: Sequence[TokenizedExample], batch_size: int,
+             device: torch.device) -> tuple[float, float]:
+    """Token-weighted mean loss and accuracy of ``examples``, in eval mode (no dropout)."""
+    model.eval()
+    total_loss = 0.0
+    total_tokens = total_correct = 0
+    for first in range(0, len(examples), batch_size):
+        loss, n_tokens, n_correct = batch_loss(model, pack(examples[first : first + batch_size], device))
+        total_loss += float(loss.item()) * n_tokens
+        total_tokens += n_tokens
+        total_correct += n_correct
+    model.train()
+    return total_loss / max(total_tokens, 1), total_correct / max(total_tokens, 1)
+
+
+def save_adapter(model: Any, tokenizer: Any, directory: Path) -> None:
+    """Write the LoRA weights and the tokenizer, so ``directory`` can be served on its own."""
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+
+
+def write_results_csv(history: Sequence[dict[str, Any]], path: Path) -> None:
+    """OpenAI's ``results.csv``: one row per step, empty validation cells where none was computed."""
+
+    def cell(value: float | None) -> str:
+        return "" if value is None else f"{value:.8g}"
+
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(RESULTS_HEADER)
+        for row in history:
+            writer.writerow([row["step"], cell(row["train_loss"]), cell(row["train_mean_token_accuracy"]),
+                             cell(row.get("valid_loss")), cell(row.get("valid_mean_token_accuracy"))])

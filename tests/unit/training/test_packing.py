@@ -1,0 +1,104 @@
+"""Packed batches (training/recipes/supervised.py): examples in one row must not see each other."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from openft.models.catalog import TINY_CHAT, find_base_model
+from openft.models.loader import load_model_and_tokenizer
+from openft.training.chat_data import IGNORE_INDEX, TokenizedExample, tokenize_example
+from openft.training.recipes.supervised import batch_loss, pack
+
+CONVERSATIONS = [
+    [("user", "What is the capital of France?"), ("assistant", "Paris is the capital of France.")],
+    [("system", "Be brief."), ("user", "2+2?"), ("assistant", "4")],
+    [("user", "Hi"), ("assistant", "Hello! How can I help?"), ("user", "Bye"), ("assistant", "Goodbye.")],
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
+    base = find_base_model(TINY_CHAT)
+    assert base is not None
+    model, tokenizer = load_model_and_tokenizer(base, tmp_path_factory.mktemp("models"))
+    return model.eval(), tokenizer
+
+
+@pytest.fixture(scope="module")
+def examples(tiny: tuple[Any, Any]) -> list[TokenizedExample]:
+    _, tokenizer = tiny
+    return [tokenize_example({"messages": [{"role": r, "content": c} for r, c in turns]}, tokenizer)
+            for turns in CONVERSATIONS]
+
+
+def separate_logits(model: Any, examples: list[TokenizedExample]) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([model(input_ids=torch.tensor([e.input_ids]), use_cache=False).logits[0] for e in examples])
+
+
+def test_pack_restarts_positions_and_shifts_labels_within_each_example(examples: list[TokenizedExample]) -> None:
+    batch = pack(examples)
+    lengths = [len(e.input_ids) for e in examples]
+    assert batch.input_ids.shape == batch.position_ids.shape == batch.targets.shape == (1, sum(lengths))
+    assert batch.n_tokens == sum(lengths)
+    assert batch.input_ids[0].tolist() == [t for e in examples for t in e.input_ids]
+    assert batch.position_ids[0].tolist() == [p for n in lengths for p in range(n)]
+    assert batch.targets[0].tolist() == [t for e in examples for t in [*e.labels[1:], IGNORE_INDEX]]
+
+
+def test_packed_row_with_use_cache_false_equals_separate_forwards(tiny: tuple[Any, Any],
+                                                                  examples: list[TokenizedExample]) -> None:
+    model, _ = tiny
+    batch = pack(examples)
+    with torch.no_grad():
+        packed = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).logits[0]
+    assert torch.allclose(packed, separate_logits(model, examples), atol=1e-5, rtol=0)
+
+
+def test_packed_row_with_a_cache_attends_across_examples(tiny: tuple[Any, Any],
+                                                         examples: list[TokenizedExample]) -> None:
+    # The pitfall the recipe avoids (perf-anchors §5): with the config's use_cache=True, transformers builds
+    # a cache and skips deriving the block-diagonal mask from position_ids. If a transformers release stops
+    # doing that, this test may go; the one above is the contract.
+    model, _ = tiny
+    assert model.config.use_cache
+    batch = pack(examples)
+    with torch.no_grad():
+        packed = model(input_ids=batch.input_ids, position_ids=batch.position_ids).logits[0]
+    assert (packed - separate_logits(model, examples)).abs().max() > 1e-3
+
+
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
+@pytest.mark.parametrize("wrap", ["plain", "lora"])
+def test_batch_loss_of_a_packed_row_is_the_token_weighted_mean_of_example_losses(
+    tiny: tuple[Any, Any], examples: list[TokenizedExample], wrap: str
+) -> None:
+    model, _ = tiny
+    if wrap == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        torch.manual_seed(0)
+        model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM",
+                                                 init_lora_weights=False))  # nonzero B: the adapter matters
+    try:
+        with torch.no_grad():
+            loss, n_tokens, n_correct = batch_loss(model, pack(examples))
+            singles = [batch_loss(model, pack([e])) for e in examples]
+        assert n_tokens == sum(n for _, n, _ in singles) == sum(len(e.input_ids) - 1 - e.labels[1:].count(
+            IGNORE_INDEX) for e in examples)
+        assert n_correct == sum(c for _, _, c in singles)
+        expected = sum(single.item() * n for single, n, _ in singles) / n_tokens
+        assert loss.item() == pytest.approx(expected, abs=1e-5)
+        # And it is the ordinary next-token cross-entropy over the labelled positions.
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([examples[0].input_ids]), use_cache=False).logits[0, :-1]
+        labels = torch.tensor(examples[0].labels[1:])
+        reference = torch.nn.functional.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
+        assert singles[0][0].item() == pytest.approx(reference.item(), abs=1e-5)
+    finally:
+        if wrap == "lora":
+            model.unload()  # leave the shared module-scoped model as it was
