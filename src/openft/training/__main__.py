@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             events.error("invalid_training_file", str(exc), param=exc.param)
             return 1
-    except BaseException as exc:  # noqa: BLE001 - every failure must become an error line
+    except BaseException as exc:
         traceback.print_exc()
         events.error("training_failed", f"{type(exc).__name__}: {exc}")
         return 1

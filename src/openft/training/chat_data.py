@@ -58,11 +58,17 @@ def _text(content: Any) -> str:
         for part in content:
             if isinstance(part, str):
                 parts.append(part)
-            elif isinstance(part, dict) and part.get("type", "text") == "text" and isinstance(part.get("text"), str):
+            elif (
+                isinstance(part, dict)
+                and part.get("type", "text") == "text"
+                and isinstance(part.get("text"), str)
+            ):
                 parts.append(part["text"])
             else:
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise TrainingDataError(f"unsupported content part {kind!r}; only text parts can be trained on")
+                raise TrainingDataError(
+                    f"unsupported content part {kind!r}; only text parts can be trained on"
+                )
         return "".join(parts)
     raise TrainingDataError(f"content must be a string or a list of text parts, not {type(content).__name__}")
 
@@ -96,8 +102,12 @@ def normalize_messages(example: dict[str, Any]) -> tuple[list[dict[str, Any]], l
         TrainingDataError: The line is neither a chat example nor a prompt/completion pair.
     """
     if "messages" not in example and "prompt" in example and "completion" in example:
-        example = {"messages": [{"role": "user", "content": example["prompt"]},
-                                {"role": "assistant", "content": example["completion"]}]}
+        example = {
+            "messages": [
+                {"role": "user", "content": example["prompt"]},
+                {"role": "assistant", "content": example["completion"]},
+            ]
+        }
     raw_messages = example.get("messages")
     if not isinstance(raw_messages, list) or not raw_messages:
         raise TrainingDataError("expected a non-empty 'messages' list (or 'prompt' and 'completion')")
@@ -111,19 +121,24 @@ def normalize_messages(example: dict[str, Any]) -> tuple[list[dict[str, Any]], l
         for key in ("name", "tool_call_id"):
             if raw.get(key) is not None:
                 message[key] = raw[key]
-        calls = raw.get("tool_calls") or ([{"type": "function", "function": raw["function_call"]}]
-                                          if raw.get("function_call") else [])
+        calls = raw.get("tool_calls") or (
+            [{"type": "function", "function": raw["function_call"]}] if raw.get("function_call") else []
+        )
         if calls:
             message["tool_calls"] = [_tool_call(call) for call in calls]
         messages.append(message)
         weights.append(float(raw.get("weight", 1)) if role == "assistant" else 0.0)
     tools = example.get("tools") or (
-        [{"type": "function", "function": f} for f in example["functions"]] if example.get("functions") else None
+        [{"type": "function", "function": f} for f in example["functions"]]
+        if example.get("functions")
+        else None
     )
     return messages, weights, tools
 
 
-def _render(tokenizer: Any, messages: list[dict[str, Any]], tools: list[Any] | None, *, prompt: bool) -> list[int]:
+def _render(
+    tokenizer: Any, messages: list[dict[str, Any]], tools: list[Any] | None, *, prompt: bool
+) -> list[int]:
     text = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=prompt)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -196,9 +211,13 @@ def load_chat_examples(
             except TrainingDataError as exc:
                 raise TrainingDataError(f"{where}: {exc}") from exc
             except Exception as exc:  # the chat template rejected the conversation (jinja raise_exception)
-                raise TrainingDataError(f"{where}: the chat template failed: {type(exc).__name__}: {exc}") from exc
+                raise TrainingDataError(
+                    f"{where}: the chat template failed: {type(exc).__name__}: {exc}"
+                ) from exc
             if len(example.input_ids) > max_seq_len:
                 truncated.append(line_no)
-                example = TokenizedExample(example.input_ids[:max_seq_len], example.labels[:max_seq_len], line_no)
+                example = TokenizedExample(
+                    example.input_ids[:max_seq_len], example.labels[:max_seq_len], line_no
+                )
             examples.append(example)
     return examples, truncated

@@ -1,4 +1,4 @@
-"""Loss masking and tokenization of OpenAI fine-tuning lines (training/chat_data.py), on tiny-chat's tokenizer."""
+"""Loss masking and tokenization of fine-tuning lines (training/chat_data.py), on tiny-chat's tokenizer."""
 
 from __future__ import annotations
 
@@ -31,8 +31,12 @@ def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def trained_text(tokenizer: Any, example: dict[str, Any]) -> str:
     tokens = tokenize_example(example, tokenizer)
     assert len(tokens.input_ids) == len(tokens.labels)
-    assert all(label in (IGNORE_INDEX, token) for token, label in zip(tokens.input_ids, tokens.labels, strict=True))
-    return tokenizer.decode([t for t, label in zip(tokens.input_ids, tokens.labels, strict=True) if label != IGNORE_INDEX])
+    assert all(
+        label in (IGNORE_INDEX, token) for token, label in zip(tokens.input_ids, tokens.labels, strict=True)
+    )
+    return tokenizer.decode(
+        [t for t, label in zip(tokens.input_ids, tokens.labels, strict=True) if label != IGNORE_INDEX]
+    )
 
 
 def chat(*turns: tuple[str, str], **extra: Any) -> dict[str, Any]:
@@ -46,14 +50,18 @@ def test_only_assistant_tokens_have_labels_end_of_turn_included(tokenizer: Any) 
     assert tokenizer.decode(tokens.input_ids) == rendered
     assert trained_text(tokenizer, example) == ANSWER + "<|im_end|>\n"
     # Everything before the assistant's content (system, user, the assistant header) is masked.
-    prompt = tokenizer.apply_chat_template(example["messages"][:2], tokenize=False, add_generation_prompt=True)
+    prompt = tokenizer.apply_chat_template(
+        example["messages"][:2], tokenize=False, add_generation_prompt=True
+    )
     n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
     assert set(tokens.labels[:n_prompt]) == {IGNORE_INDEX}
     assert IGNORE_INDEX not in tokens.labels[n_prompt:]
 
 
 def test_weight_zero_assistant_turns_are_not_trained(tokenizer: Any) -> None:
-    example = chat(("user", "Hi"), ("assistant", "Bad answer"), ("user", "Again"), ("assistant", "Good answer"))
+    example = chat(
+        ("user", "Hi"), ("assistant", "Bad answer"), ("user", "Again"), ("assistant", "Good answer")
+    )
     example["messages"][1]["weight"] = 0
     assert trained_text(tokenizer, example) == "Good answer<|im_end|>\n"
     example["messages"][3]["weight"] = 0
@@ -78,7 +86,10 @@ def test_prompt_completion_lines_become_a_user_and_an_assistant_turn(tokenizer: 
 
 def test_content_parts_are_joined_into_a_string(tokenizer: Any) -> None:
     parts = chat(("user", "Hi"), ("assistant", "x"))
-    parts["messages"][0]["content"] = [{"type": "text", "text": "Capital "}, {"type": "text", "text": "of France?"}]
+    parts["messages"][0]["content"] = [
+        {"type": "text", "text": "Capital "},
+        {"type": "text", "text": "of France?"},
+    ]
     parts["messages"][1]["content"] = [{"type": "text", "text": ANSWER}]
     plain = chat(("user", "Capital of France?"), ("assistant", ANSWER))
     assert tokenize_example(parts, tokenizer) == tokenize_example(plain, tokenizer)
@@ -90,8 +101,11 @@ def test_content_parts_are_joined_into_a_string(tokenizer: Any) -> None:
 
 def test_tools_and_tool_calls_are_rendered_and_only_the_call_is_trained(tokenizer: Any) -> None:
     tools = [{"type": "function", "function": {"name": "get_capital", "parameters": {"type": "object"}}}]
-    call = {"id": "call_1", "type": "function",
-            "function": {"name": "get_capital", "arguments": json.dumps({"country": "France"})}}
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_capital", "arguments": json.dumps({"country": "France"})},
+    }
     example = {
         "messages": [
             {"role": "user", "content": "Capital of France?"},
@@ -112,7 +126,8 @@ def test_a_template_that_is_not_prefix_stable_is_a_clear_error(tokenizer: Any) -
     unstable = copy.deepcopy(tokenizer)
     # Prints the number of messages first, so no prefix renders as a prefix of the whole.
     unstable.chat_template = (
-        "{{ messages | length }}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+        "{{ messages | length }}{% for m in messages %}"
+        "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )
     with pytest.raises(TrainingDataError, match="prefix-stable"):
@@ -131,7 +146,12 @@ def test_load_truncates_long_examples_and_reports_their_lines(tokenizer: Any, tm
     examples, truncated = load_chat_examples(path, tokenizer, max_seq_len=64)
     assert truncated == [2, 5]  # 1-based file lines; the blank line 3 is skipped but counted
     assert [e.line for e in examples] == [1, 2, 4, 5]
-    assert [len(e.input_ids) for e in examples] == [len(examples[0].input_ids), 64, len(examples[0].input_ids), 64]
+    assert [len(e.input_ids) for e in examples] == [
+        len(examples[0].input_ids),
+        64,
+        len(examples[0].input_ids),
+        64,
+    ]
     assert all(len(e.labels) == len(e.input_ids) for e in examples)
     full, none = load_chat_examples(path, tokenizer, max_seq_len=10_000)
     assert none == [] and full[1].input_ids[:64] == examples[1].input_ids

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,16 +30,22 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
 @pytest.fixture(scope="module")
 def examples(tiny: tuple[Any, Any]) -> list[TokenizedExample]:
     _, tokenizer = tiny
-    return [tokenize_example({"messages": [{"role": r, "content": c} for r, c in turns]}, tokenizer)
-            for turns in CONVERSATIONS]
+    return [
+        tokenize_example({"messages": [{"role": r, "content": c} for r, c in turns]}, tokenizer)
+        for turns in CONVERSATIONS
+    ]
 
 
 def separate_logits(model: Any, examples: list[TokenizedExample]) -> torch.Tensor:
     with torch.no_grad():
-        return torch.cat([model(input_ids=torch.tensor([e.input_ids]), use_cache=False).logits[0] for e in examples])
+        return torch.cat(
+            [model(input_ids=torch.tensor([e.input_ids]), use_cache=False).logits[0] for e in examples]
+        )
 
 
-def test_pack_restarts_positions_and_shifts_labels_within_each_example(examples: list[TokenizedExample]) -> None:
+def test_pack_restarts_positions_and_shifts_labels_within_each_example(
+    examples: list[TokenizedExample],
+) -> None:
     batch = pack(examples)
     lengths = [len(e.input_ids) for e in examples]
     assert batch.input_ids.shape == batch.position_ids.shape == batch.targets.shape == (1, sum(lengths))
@@ -50,8 +55,9 @@ def test_pack_restarts_positions_and_shifts_labels_within_each_example(examples:
     assert batch.targets[0].tolist() == [t for e in examples for t in [*e.labels[1:], IGNORE_INDEX]]
 
 
-def test_packed_row_with_use_cache_false_equals_separate_forwards(tiny: tuple[Any, Any],
-                                                                  examples: list[TokenizedExample]) -> None:
+def test_packed_row_with_use_cache_false_equals_separate_forwards(
+    tiny: tuple[Any, Any], examples: list[TokenizedExample]
+) -> None:
     model, _ = tiny
     batch = pack(examples)
     with torch.no_grad():
@@ -59,8 +65,9 @@ def test_packed_row_with_use_cache_false_equals_separate_forwards(tiny: tuple[An
     assert torch.allclose(packed, separate_logits(model, examples), atol=1e-5, rtol=0)
 
 
-def test_packed_row_with_a_cache_attends_across_examples(tiny: tuple[Any, Any],
-                                                         examples: list[TokenizedExample]) -> None:
+def test_packed_row_with_a_cache_attends_across_examples(
+    tiny: tuple[Any, Any], examples: list[TokenizedExample]
+) -> None:
     # The pitfall the recipe avoids (perf-anchors §5): with the config's use_cache=True, transformers builds
     # a cache and skips deriving the block-diagonal mask from position_ids. If a transformers release stops
     # doing that, this test may go; the one above is the contract.
@@ -82,14 +89,19 @@ def test_batch_loss_of_a_packed_row_is_the_token_weighted_mean_of_example_losses
         from peft import LoraConfig, get_peft_model
 
         torch.manual_seed(0)
-        model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM",
-                                                 init_lora_weights=False))  # nonzero B: the adapter matters
+        model = get_peft_model(
+            model,
+            LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM", init_lora_weights=False),
+        )  # nonzero B: the adapter matters
     try:
         with torch.no_grad():
             loss, n_tokens, n_correct = batch_loss(model, pack(examples))
             singles = [batch_loss(model, pack([e])) for e in examples]
-        assert n_tokens == sum(n for _, n, _ in singles) == sum(len(e.input_ids) - 1 - e.labels[1:].count(
-            IGNORE_INDEX) for e in examples)
+        assert (
+            n_tokens
+            == sum(n for _, n, _ in singles)
+            == sum(len(e.input_ids) - 1 - e.labels[1:].count(IGNORE_INDEX) for e in examples)
+        )
         assert n_correct == sum(c for _, _, c in singles)
         expected = sum(single.item() * n for single, n, _ in singles) / n_tokens
         assert loss.item() == pytest.approx(expected, abs=1e-5)

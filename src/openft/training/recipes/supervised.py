@@ -71,15 +71,21 @@ def run(spec: TrainingSpec, events: EventWriter) -> None:
     model.config.use_cache = False  # see the module docstring: packing needs it
 
     # 2. Wrap it with LoRA adapters. PEFT keeps them in fp32 over a bf16 base (autocast_adapter_dtype).
-    lora = LoraConfig(r=spec.lora_rank, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
-                      target_modules="all-linear", task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=spec.lora_rank,
+        lora_alpha=spec.lora_alpha,
+        lora_dropout=spec.lora_dropout,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
     with warnings.catch_warnings():  # PEFT calls a transformers method deprecated in v5
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
         model = get_peft_model(model, lora).to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in trainable)
     events.message(
-        f"Loaded model {base.id} in {time.perf_counter() - started:.1f}s ({_dtype_name(dtype)} on {device.type}); "
+        f"Loaded model {base.id} in {time.perf_counter() - started:.1f}s "
+        f"({_dtype_name(dtype)} on {device.type}); "
         f"{n_trainable:,} trainable parameters (LoRA r={spec.lora_rank}, alpha={spec.lora_alpha})",
         data={"trainable_parameters": n_trainable, "dtype": _dtype_name(dtype), "device": device.type},
     )
@@ -88,11 +94,14 @@ def run(spec: TrainingSpec, events: EventWriter) -> None:
     max_seq_len = spec.max_seq_len or base.context_length
     train = _load(spec.training_file, tokenizer, max_seq_len, events, "training")
     if not train:
-        raise TrainingDataError("The training file has no example with an assistant message to train on.",
-                                param="training_file")
-    valid = _load(spec.validation_file, tokenizer, max_seq_len, events, "validation") if spec.validation_file else []
-    valid_sample = [valid[i] for i in sorted(random.Random(spec.seed).sample(range(len(valid)),
-                                                                            min(VALID_SAMPLE_SIZE, len(valid))))]
+        raise TrainingDataError(
+            "The training file has no example with an assistant message to train on.", param="training_file"
+        )
+    valid: list[TokenizedExample] = []
+    if spec.validation_file:
+        valid = _load(spec.validation_file, tokenizer, max_seq_len, events, "validation")
+    n_sample = min(VALID_SAMPLE_SIZE, len(valid))
+    valid_sample = [valid[i] for i in sorted(random.Random(spec.seed).sample(range(len(valid)), n_sample))]
     steps_per_epoch = math.ceil(len(train) / spec.batch_size)
     total_steps = spec.n_epochs * steps_per_epoch
     eval_every = spec.eval_every or max(1, round(total_steps / AUTO_EVALUATIONS))
@@ -105,7 +114,9 @@ def run(spec: TrainingSpec, events: EventWriter) -> None:
     # 4. Train: AdamW, linear warmup then linear decay to 0, gradient clipping.
     optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=0.0)
     warmup_steps = round(spec.warmup_ratio * total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup_steps, total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, warmup_steps, total_steps)
+    )
     history: list[dict[str, Any]] = []
     saved_steps: list[int] = []
     step = trained_tokens = 0
@@ -127,28 +138,42 @@ def run(spec: TrainingSpec, events: EventWriter) -> None:
             trained_tokens += batch.n_tokens
             train_seconds += time.perf_counter() - step_started
             row: dict[str, Any] = {
-                "step": step, "total_steps": total_steps, "epoch": epoch + 1,
-                "train_loss": float(loss.item()), "train_mean_token_accuracy": n_correct / max(n_tokens, 1),
+                "step": step,
+                "total_steps": total_steps,
+                "epoch": epoch + 1,
+                "train_loss": float(loss.item()),
+                "train_mean_token_accuracy": n_correct / max(n_tokens, 1),
             }
             epoch_end = first + spec.batch_size >= len(order)
             if valid_sample and (step % eval_every == 0 or epoch_end):
-                row["valid_loss"], row["valid_mean_token_accuracy"] = evaluate(model, valid_sample, spec.batch_size,
-                                                                               device)
+                row["valid_loss"], row["valid_mean_token_accuracy"] = evaluate(
+                    model, valid_sample, spec.batch_size, device
+                )
             if valid and epoch_end:
-                full = (row["valid_loss"], row["valid_mean_token_accuracy"]) if len(valid_sample) == len(valid) \
+                full = (
+                    (row["valid_loss"], row["valid_mean_token_accuracy"])
+                    if len(valid_sample) == len(valid)
                     else evaluate(model, valid, spec.batch_size, device)
+                )
                 row["full_valid_loss"], row["full_valid_mean_token_accuracy"] = full
             history.append(row)
             # tokens/s measures training steps only; elapsed_seconds is wall clock since the run started.
-            events.metrics(**row, trained_tokens=trained_tokens, tokens_per_second=trained_tokens / train_seconds,
-                           elapsed_seconds=time.perf_counter() - started)
+            events.metrics(
+                **row,
+                trained_tokens=trained_tokens,
+                tokens_per_second=trained_tokens / train_seconds,
+                elapsed_seconds=time.perf_counter() - started,
+            )
 
         # 5a. One servable checkpoint per epoch; only the last keep_checkpoints stay on disk.
         if spec.keep_checkpoints > 0:
             path = f"checkpoints/step-{step}"
             save_adapter(model, tokenizer, output_dir / path)
-            events.checkpoint(step=step, path=path, metrics={k: v for k, v in history[-1].items()
-                                                             if k not in ("total_steps", "epoch")})
+            events.checkpoint(
+                step=step,
+                path=path,
+                metrics={k: v for k, v in history[-1].items() if k not in ("total_steps", "epoch")},
+            )
             saved_steps.append(step)
             while len(saved_steps) > spec.keep_checkpoints:
                 old = saved_steps.pop(0)
@@ -159,10 +184,16 @@ def run(spec: TrainingSpec, events: EventWriter) -> None:
     save_adapter(model, tokenizer, output_dir / "adapter")
     write_results_csv(history, output_dir / "results.csv")
     events.result(
-        adapter_path="adapter", results_csv="results.csv", trained_tokens=trained_tokens,
-        n_examples=len(train), total_steps=total_steps,
-        hyperparameters={"n_epochs": spec.n_epochs, "batch_size": spec.batch_size,
-                         "learning_rate_multiplier": spec.learning_rate_multiplier},
+        adapter_path="adapter",
+        results_csv="results.csv",
+        trained_tokens=trained_tokens,
+        n_examples=len(train),
+        total_steps=total_steps,
+        hyperparameters={
+            "n_epochs": spec.n_epochs,
+            "batch_size": spec.batch_size,
+            "learning_rate_multiplier": spec.learning_rate_multiplier,
+        },
     )
 
 
@@ -176,7 +207,9 @@ def resolve_base_model(model_id: str) -> BaseModel:
     if base is not None:
         return base
     if Path(model_id).is_dir():
-        return BaseModel(id=model_id, source="local", path=model_id, context_length=2048, lora_learning_rate=2e-4)
+        return BaseModel(
+            id=model_id, source="local", path=model_id, context_length=2048, lora_learning_rate=2e-4
+        )
     raise ValueError(f"unknown base model {model_id!r}")
 
 
@@ -212,7 +245,9 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def _load(path: str, tokenizer: Any, max_seq_len: int, events: EventWriter, purpose: str) -> list[TokenizedExample]:
+def _load(
+    path: str, tokenizer: Any, max_seq_len: int, events: EventWriter, purpose: str
+) -> list[TokenizedExample]:
     """Tokenize a file, reporting truncated examples and dropping those with nothing to train on."""
     try:
         examples, truncated = load_chat_examples(path, tokenizer, max_seq_len)
@@ -220,17 +255,19 @@ def _load(path: str, tokenizer: Any, max_seq_len: int, events: EventWriter, purp
         raise TrainingDataError(f"{purpose.capitalize()} file: {exc}", param=f"{purpose}_file") from exc
     if truncated:
         events.message(
-            f"{len(truncated)} {purpose} examples were longer than the context ({max_seq_len} tokens) and were "
-            f"truncated: lines {', '.join(map(str, truncated))}",
-            level="warn", data={"file": purpose, "lines": truncated, "max_seq_len": max_seq_len},
+            f"{len(truncated)} {purpose} examples were longer than the context ({max_seq_len} tokens) "
+            f"and were truncated: lines {', '.join(map(str, truncated))}",
+            level="warn",
+            data={"file": purpose, "lines": truncated, "max_seq_len": max_seq_len},
         )
     # A label at position 0 has no preceding token to predict it from.
     empty = [e.line for e in examples if all(label == IGNORE_INDEX for label in e.labels[1:])]
     if empty:
         events.message(
-            f"{len(empty)} {purpose} examples have no assistant tokens to train on (all weights 0, or truncated "
-            f"away) and were skipped: lines {', '.join(map(str, empty))}",
-            level="warn", data={"file": purpose, "lines": empty},
+            f"{len(empty)} {purpose} examples have no assistant tokens to train on (all weights 0, or "
+            f"truncated away) and were skipped: lines {', '.join(map(str, empty))}",
+            level="warn",
+            data={"file": purpose, "lines": empty},
         )
     skipped = set(empty)
     return [e for e in examples if e.line not in skipped]
@@ -280,7 +317,9 @@ def batch_loss(model: Any, batch: PackedBatch) -> tuple[torch.Tensor, int, int]:
     """
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder = getattr(causal_lm, causal_lm.base_model_prefix)
-    hidden = decoder(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).last_hidden_state
+    hidden = decoder(
+        input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False
+    ).last_hidden_state
     where = batch.targets != IGNORE_INDEX
     targets = batch.targets[where]
     logits = causal_lm.get_output_embeddings()(hidden[where]).float()
@@ -294,8 +333,9 @@ def batch_loss(model: Any, batch: PackedBatch) -> tuple[torch.Tensor, int, int]:
 
 
 @torch.no_grad()
-def evaluate(model: Any, examples: Sequence[TokenizedExample], batch_size: int,
-             device: torch.device) -> tuple[float, float]:
+def evaluate(
+    model: Any, examples: Sequence[TokenizedExample], batch_size: int, device: torch.device
+) -> tuple[float, float]:
     """Token-weighted mean loss and accuracy of ``examples``, in eval mode (no dropout)."""
     model.eval()
     total_loss = 0.0
@@ -326,5 +366,12 @@ def write_results_csv(history: Sequence[dict[str, Any]], path: Path) -> None:
         writer = csv.writer(f)
         writer.writerow(RESULTS_HEADER)
         for row in history:
-            writer.writerow([row["step"], cell(row["train_loss"]), cell(row["train_mean_token_accuracy"]),
-                             cell(row.get("valid_loss")), cell(row.get("valid_mean_token_accuracy"))])
+            writer.writerow(
+                [
+                    row["step"],
+                    cell(row["train_loss"]),
+                    cell(row["train_mean_token_accuracy"]),
+                    cell(row.get("valid_loss")),
+                    cell(row.get("valid_mean_token_accuracy")),
+                ]
+            )
