@@ -1,7 +1,7 @@
 """The supervised recipe end to end: ``python -m openft.training spec.json`` on openft/tiny-chat.
 
 Three runs go in parallel, one thread each (two with the same seed, one with another): about
-15-25 s on a 2-core machine. The model must learn a fixed answer well enough to say it back.
+20-45 s on a 2-core machine. The model must learn a fixed answer well enough to say it back.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from openft.models.catalog import TINY_CHAT, find_base_model
+from openft.models.loader import model_directory
 from openft.training.spec import TrainingSpec
 
 pytestmark = pytest.mark.e2e
@@ -36,7 +37,7 @@ QUESTIONS = [
     "What's the capital of France?",
     "Please tell me the capital of France.",
 ]
-N_EPOCHS = 10  # 120 steps of one example: about 3 s of training, enough to answer word for word
+N_EPOCHS = 12  # 144 steps of one example: about 4 s of training, enough to answer word for word
 SEEDS = {"a": 42, "b": 42, "c": 7}
 
 
@@ -63,6 +64,8 @@ def read_events(output_dir: Path) -> list[dict[str, Any]]:
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("recipe")
     models_dir = root / "models"
+    # Built once up front: three processes building the same directory at once is a race we don't test here.
+    model_directory(find_base_model(TINY_CHAT), models_dir)
     train = write_jsonl(root / "train.jsonl", QUESTIONS)
     valid = write_jsonl(root / "valid.jsonl", ["Capital city of France?", "France has which capital?"])
     procs = {}
@@ -111,7 +114,9 @@ def test_events_metrics_checkpoints_and_result(runs: dict[str, Path]) -> None:
     assert tokens == sorted(tokens) and tokens[0] > 0
     assert all(m["tokens_per_second"] > 0 and 0 <= m["train_mean_token_accuracy"] <= 1 for m in metrics)
     # Sampled validation about 10 times, plus at every epoch end; the full set at every epoch end.
-    assert 10 <= sum("valid_loss" in m for m in metrics) <= 20
+    eval_every = round(total / 10)
+    expected = [s for s in range(1, total + 1) if s % eval_every == 0 or s % len(QUESTIONS) == 0]
+    assert [m["step"] for m in metrics if "valid_loss" in m] == expected
     assert [m["step"] for m in metrics if "full_valid_loss" in m] == [12 * (i + 1) for i in range(N_EPOCHS)]
 
     checkpoints = [e for e in events if e["kind"] == "checkpoint"]
@@ -151,7 +156,7 @@ def test_results_csv_has_a_row_per_step(runs: dict[str, Path]) -> None:
 def test_loss_goes_down(runs: dict[str, Path]) -> None:
     losses = train_losses(runs["a"])
     first, last = losses[: len(QUESTIONS)], losses[-len(QUESTIONS) :]
-    assert sum(last) / len(last) < sum(first) / len(first) - 0.5
+    assert sum(last) / len(last) < sum(first) / len(first) / 2
     last_epoch = [e for e in read_events(runs["a"]) if e["kind"] == "metrics"][-len(QUESTIONS) :]
     assert sum(e["train_mean_token_accuracy"] for e in last_epoch) / len(last_epoch) > 0.85
 

@@ -13,15 +13,16 @@ import subprocess
 import sys
 import time
 from importlib import resources
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from openft.cli.client import follow_job, make_client
 from openft.models.catalog import SMOLLM2
+from openft.settings import Settings
 
 console = Console()
 
@@ -32,13 +33,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start_server() -> tuple[subprocess.Popen[bytes], str]:
+def _start_server(log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "openft", "serve", "--port", str(port)])
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "openft", "serve", "--port", str(port)],
+                                   stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
         if process.poll() is not None:
+            console.print(f"[red]openft serve exited with code {process.returncode}; see {log_path}[/]")
             raise typer.Exit(1)
         try:
             if httpx.get(f"{url}/health", timeout=1).status_code == 200:
@@ -70,8 +75,9 @@ def demo(
     prompts: list[str] = json.loads((examples / "prompts.json").read_text())
     server = None
     if base_url is None:
-        console.print("[bold]Starting openft serve on loopback...[/]")
-        server, base_url = _start_server()
+        log_path = Settings().home / "demo-server.log"
+        console.print(f"[bold]Starting openft serve on loopback[/] (its log: {log_path})")
+        server, base_url = _start_server(log_path)
     try:
         client = make_client(base_url)
         console.print(f"[bold]Asking {model} before fine-tuning...[/]")
@@ -90,13 +96,11 @@ def demo(
         console.print(f"[bold]Fine-tuned model:[/] {job.fine_tuned_model}  "
                       f"(trained tokens: {job.trained_tokens}, hyperparameters: {job.hyperparameters.model_dump()})")
         after = _answers(client, job.fine_tuned_model, prompts)
-        table = Table(title="Answers before and after fine-tuning", show_lines=True)
-        table.add_column("Question")
-        table.add_column(f"{model}")
-        table.add_column("fine-tuned")
-        for row in zip(prompts, before, after, strict=True):
-            table.add_row(*row)
-        console.print(table)
+        console.rule("Answers before and after fine-tuning")
+        for question, old, new in zip(prompts, before, after, strict=True):
+            console.print(f"[bold]Q: {question}[/]")
+            console.print(f"  [dim]before:[/] {old}")
+            console.print(f"  [green]after:[/]  {new}")
     finally:
         if server is not None:
             server.terminate()

@@ -20,6 +20,7 @@ models_app = typer.Typer(help="Base models and fine-tuned models.", no_args_is_h
 
 def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def serve(

@@ -34,7 +34,8 @@ def resolve_spec(
     spec = TrainingSpec(
         job_id=job.id,
         method=job.method["type"],
-        base_model=base.id,
+        # A registered local model is known only to the database, so the process gets its directory.
+        base_model=base.path if base.source == "local" and base.path else base.id,
         models_dir=str(settings.models_dir),
         training_file=str(training_path),
         validation_file=str(validation_path) if validation_path else None,

@@ -230,13 +230,14 @@ def resolve_dtype(name: str, model_id: str, device: torch.device) -> torch.dtype
         return torch.float32
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    return torch.bfloat16 if _cpu_has_amx_bf16() else torch.float32
+    return torch.bfloat16 if _cpu_has_fast_bf16() else torch.float32
 
 
-def _cpu_has_amx_bf16() -> bool:
+def _cpu_has_fast_bf16() -> bool:
+    """AMX or AVX-512 BF16: bf16 matmuls run 2x (AVX-512) to 4-8x (AMX) faster than fp32 there."""
     try:
         with open("/proc/cpuinfo") as f:
-            return any(line.startswith("flags") and " amx_bf16" in line for line in f)
+            return any(line.startswith("flags") and (" amx_bf16" in line or " avx512_bf16" in line) for line in f)
     except OSError:
         return False
 
