@@ -33,7 +33,7 @@ def _postgres_database() -> Iterator[str]:
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         pytest.fail(
             f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL} ({exc.__class__.__name__}). These tests need it; "
             "set OPENFT_TEST_POSTGRES_URL, or OPENFT_TEST_POSTGRES=skip to skip them explicitly."

@@ -40,8 +40,9 @@ def live_server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> I
     env = {**os.environ, "OPENFT_HOME": str(home), "OPENFT_WORKER_POLL_SECONDS": "0.05"}
     env.pop("OPENFT_DATABASE_URL", None)
     log = (home / "server.log").open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "openft", "serve", "--port", str(port)],
-                               env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "openft", "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while True:

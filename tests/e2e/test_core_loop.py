@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from openai import OpenAI
-
 from e2e_support import LiveServer
+from openai import OpenAI
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ASSETS = Path(__file__).parents[1] / "assets"
@@ -52,8 +51,11 @@ def _train_losses(client: OpenAI, job_id: str) -> list[float]:
 def finished_job(live_server: LiveServer) -> tuple[Any, list[Any]]:
     client = live_server.client()
     job = client.fine_tuning.jobs.create(
-        model=TINY, training_file=_upload(client, "tiny_train.jsonl"),
-        validation_file=_upload(client, "tiny_valid.jsonl"), suffix="support", seed=7,
+        model=TINY,
+        training_file=_upload(client, "tiny_train.jsonl"),
+        validation_file=_upload(client, "tiny_valid.jsonl"),
+        suffix="support",
+        seed=7,
         metadata={"purpose": "e2e"},
     )
     return _wait(client, job.id)
@@ -112,7 +114,10 @@ def test_events_follow_openai_sequence(live_server: LiveServer, finished_job: tu
         "Fine-tuning job started",
     ]
     assert [m for m in messages if not m.startswith(("Checkpoint", "Loaded", "New", "The job"))][:4] == expected
-    assert messages[-2:] == [f"New fine-tuned model created: {job.fine_tuned_model}", "The job has successfully completed"]
+    assert messages[-2:] == [
+        f"New fine-tuned model created: {job.fine_tuned_model}",
+        "The job has successfully completed",
+    ]
     metrics = [e for e in events if e.type == "metrics"]
     assert len(metrics) == job.hyperparameters.n_epochs * 12
     first = metrics[0]
@@ -143,8 +148,9 @@ def test_checkpoints_are_listed_and_servable(live_server: LiveServer, finished_j
         assert reply.object == "chat.completion" and reply.model == model
         assert reply.choices[0].message.role == "assistant" and reply.choices[0].finish_reason in ("stop", "length")
         assert reply.usage is not None and reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens > 0
-    fine_tuned = client.chat.completions.create(model=job.fine_tuned_model, messages=question, max_tokens=40,
-                                                temperature=0)
+    fine_tuned = client.chat.completions.create(
+        model=job.fine_tuned_model, messages=question, max_tokens=40, temperature=0
+    )
     # Eight epochs over twelve examples teach the tiny model the answer's words (greedy decoding).
     assert (fine_tuned.choices[0].message.content or "").startswith("Paris is the capital")
     base = client.chat.completions.create(model=TINY, messages=question, max_tokens=40, temperature=0)
@@ -155,7 +161,10 @@ def test_same_seed_same_losses(live_server: LiveServer, finished_job: tuple[Any,
     client = live_server.client()
     first, _ = finished_job
     again = client.fine_tuning.jobs.create(
-        model=TINY, training_file=first.training_file, validation_file=first.validation_file, seed=7,
+        model=TINY,
+        training_file=first.training_file,
+        validation_file=first.validation_file,
+        seed=7,
     )
     again, _ = _wait(client, again.id)
     assert again.status == "succeeded"
@@ -183,7 +192,9 @@ def test_cancel_stops_training_within_seconds(live_server: LiveServer) -> None:
         purpose="fine-tune",
     )
     job = client.fine_tuning.jobs.create(
-        model=TINY, training_file=big.id, method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 25}}},
+        model=TINY,
+        training_file=big.id,
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 25}}},
     )
     deadline = time.time() + 60
     while not any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(job.id, limit=5)):

@@ -132,11 +132,7 @@ def test_events_metrics_checkpoints_and_result(runs: dict[str, Path]) -> None:
     result = events[-1]
     assert result["kind"] == "result" and not any(e["kind"] == "error" for e in events)
     assert result["adapter_path"] == "adapter" and result["results_csv"] == "results.csv"
-    assert (
-        result["trained_tokens"] == tokens[-1]
-        and result["n_examples"] == 12
-        and result["total_steps"] == total
-    )
+    assert result["trained_tokens"] == tokens[-1] and result["n_examples"] == 12 and result["total_steps"] == total
     adapter = runs["a"] / "adapter"
     assert (adapter / "adapter_config.json").exists() and (adapter / "tokenizer_config.json").exists()
 
@@ -176,9 +172,7 @@ def test_the_fine_tuned_model_says_the_answer(runs: dict[str, Path]) -> None:
     model, tokenizer = load_model_and_tokenizer(find_base_model(TINY_CHAT), runs["a"].parent / "models")
     model = PeftModel.from_pretrained(model, runs["a"] / "adapter").eval()
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTIONS[0]}]
-    prompt = tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-    )
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     with torch.no_grad():
         out = model.generate(**prompt, max_new_tokens=48, do_sample=False)
     reply = tokenizer.decode(out[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True)

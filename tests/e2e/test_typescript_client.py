@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from e2e_support import LiveServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -20,8 +19,12 @@ def test_typescript_client_core_loop(live_server: LiveServer) -> None:
     node = shutil.which("node")
     assert node is not None, "Node.js is needed for this test (scripts/setup installs the npm client)"
     assert (TS_DIR / "node_modules" / "openai").is_dir(), "run scripts/setup: it installs tests/e2e/ts deps"
-    result = subprocess.run([node, str(TS_DIR / "core_loop.mjs"), live_server.base_url,
-                             str(ASSETS / "tiny_train.jsonl")], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [node, str(TS_DIR / "core_loop.mjs"), live_server.base_url, str(ASSETS / "tiny_train.jsonl")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     job = seen["job"]

@@ -8,7 +8,6 @@ import openai
 import pytest
 from openai import OpenAI
 
-
 pytestmark = pytest.mark.integration
 ASSETS = Path(__file__).parents[1] / "assets"
 

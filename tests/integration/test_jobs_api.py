@@ -29,8 +29,9 @@ def _validate_pending(settings: Settings) -> None:
 
 def test_create_job_has_every_field(client: OpenAI) -> None:
     train = _upload(client, "tiny_train.jsonl")
-    job = client.fine_tuning.jobs.create(model=TINY, training_file=train, suffix="support", seed=7,
-                                         metadata={"team": "a"})
+    job = client.fine_tuning.jobs.create(
+        model=TINY, training_file=train, suffix="support", seed=7, metadata={"team": "a"}
+    )
     assert job.id.startswith("ftjob-") and job.object == "fine_tuning.job"
     assert job.status == "validating_files" and job.seed == 7 and job.model == TINY
     assert job.fine_tuned_model is None and job.finished_at is None and job.trained_tokens is None
@@ -38,7 +39,10 @@ def test_create_job_has_every_field(client: OpenAI) -> None:
     assert job.organization_id == "org-personal" and job.metadata == {"team": "a"}
     assert job.method is not None and job.method.type == "supervised"
     assert job.hyperparameters.n_epochs == "auto"
-    assert job.model_extra == {"user_provided_suffix": "support"} or getattr(job, "user_provided_suffix", None) == "support"
+    assert (
+        job.model_extra == {"user_provided_suffix": "support"}
+        or getattr(job, "user_provided_suffix", None) == "support"
+    )
     assert client.fine_tuning.jobs.retrieve(job.id).model_dump() == job.model_dump()
     events = list(client.fine_tuning.jobs.list_events(job.id))
     assert [e.message for e in events] == [f"Validating training file: {train}", f"Created fine-tuning job: {job.id}"]
@@ -51,7 +55,8 @@ def test_seed_is_generated_when_absent(client: OpenAI) -> None:
 
 def test_validation_resolves_auto_hyperparameters(client: OpenAI, settings: Settings) -> None:
     job = client.fine_tuning.jobs.create(
-        model=TINY, training_file=_upload(client, "tiny_train.jsonl"),
+        model=TINY,
+        training_file=_upload(client, "tiny_train.jsonl"),
         validation_file=_upload(client, "tiny_valid.jsonl"),
         method={"type": "supervised", "supervised": {"hyperparameters": {"batch_size": 2}}},
     )
@@ -62,7 +67,8 @@ def test_validation_resolves_auto_hyperparameters(client: OpenAI, settings: Sett
     assert job.hyperparameters.n_epochs == min(25, 100 // n) and job.hyperparameters.batch_size == 2
     assert job.hyperparameters.learning_rate_multiplier == 1.0
     assert job.method.supervised.hyperparameters.n_epochs == job.hyperparameters.n_epochs  # type: ignore[union-attr]
-    assert list(client.fine_tuning.jobs.list_events(job.id))[0].message == "Files validated, moving job to queued state"
+    newest = next(iter(client.fine_tuning.jobs.list_events(job.id)))
+    assert newest.message == "Files validated, moving job to queued state"
 
 
 def test_broken_line_fails_the_job_naming_the_line(client: OpenAI, settings: Settings) -> None:
@@ -72,7 +78,7 @@ def test_broken_line_fails_the_job_naming_the_line(client: OpenAI, settings: Set
     assert job.status == "failed" and job.error is not None
     assert job.error.param == "training_file" and "line 7" in job.error.message.lower()
     assert job.finished_at is not None and job.fine_tuned_model is None
-    assert list(client.fine_tuning.jobs.list_events(job.id))[0].level == "error"
+    assert next(iter(client.fine_tuning.jobs.list_events(job.id))).level == "error"
 
 
 def test_too_few_examples_fails_like_openai(client: OpenAI, settings: Settings) -> None:
@@ -112,8 +118,9 @@ def test_create_errors_use_the_envelope(client: OpenAI) -> None:
 
 def test_list_paginates_and_filters_by_metadata(client: OpenAI) -> None:
     train = _upload(client, "tiny_train.jsonl")
-    jobs = [client.fine_tuning.jobs.create(model=TINY, training_file=train, metadata={"i": str(i % 2)})
-            for i in range(5)]
+    jobs = [
+        client.fine_tuning.jobs.create(model=TINY, training_file=train, metadata={"i": str(i % 2)}) for i in range(5)
+    ]
     page = client.fine_tuning.jobs.list(limit=2)
     assert [j.id for j in page.data] == [jobs[4].id, jobs[3].id] and page.has_more
     assert [j.id for j in client.fine_tuning.jobs.list(limit=2)] == [j.id for j in reversed(jobs)]
@@ -128,7 +135,7 @@ def test_cancel_and_cancel_again(client: OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as err:
         client.fine_tuning.jobs.cancel(job.id)
     assert err.value.code == "invalid_job_state"
-    assert list(client.fine_tuning.jobs.list_events(job.id))[0].message == "Fine-tuning job cancelled"
+    assert next(iter(client.fine_tuning.jobs.list_events(job.id))).message == "Fine-tuning job cancelled"
 
 
 def test_events_paginate_newest_first(client: OpenAI, settings: Settings) -> None:

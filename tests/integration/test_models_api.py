@@ -24,8 +24,13 @@ def test_models_list_and_retrieve(client: OpenAI) -> None:
 
 def test_chat_with_a_base_model(client: OpenAI) -> None:
     reply = client.chat.completions.create(
-        model=TINY, messages=[{"role": "user", "content": "Hi"}], max_tokens=5, temperature=0, seed=1,
-        logit_bias={}, user="someone",  # accepted and ignored
+        model=TINY,
+        messages=[{"role": "user", "content": "Hi"}],
+        max_tokens=5,
+        temperature=0,
+        seed=1,
+        logit_bias={},
+        user="someone",  # accepted and ignored
     )
     assert reply.id.startswith("chatcmpl-") and reply.object == "chat.completion" and reply.model == TINY
     (choice,) = reply.choices

@@ -19,9 +19,18 @@ pytestmark = pytest.mark.integration
 
 def _job(job_id: str, status: str = st.QUEUED, **extra: object) -> JobRow:
     return JobRow(
-        id=job_id, organization_id="org-personal", model="openft/tiny-chat", training_file="file-x",
-        validation_file=None, status=status, method={"type": "supervised"}, hyperparameters={}, seed=1,
-        model_name=f"ft:openft/tiny-chat:personal::{job_id[-8:]}", created_at=int(time.time()), **extra,  # type: ignore[arg-type]
+        id=job_id,
+        organization_id="org-personal",
+        model="openft/tiny-chat",
+        training_file="file-x",
+        validation_file=None,
+        status=status,
+        method={"type": "supervised"},
+        hyperparameters={},
+        seed=1,
+        model_name=f"ft:openft/tiny-chat:personal::{job_id[-8:]}",
+        created_at=int(time.time()),
+        **extra,  # type: ignore[arg-type]
     )
 
 
@@ -59,8 +68,9 @@ def test_a_job_whose_worker_died_is_requeued_then_failed(store: Store, settings:
     job = store.get_job("ftjob-orphan0001")
     assert job.status == st.QUEUED and job.worker_id is None and job.attempts == 1
     assert "re-queued" in store.list_events(job.id)[0][0].message
-    store.update_job(job.id, status=st.RUNNING, worker_id="gone-again", heartbeat_at=stale,
-                     attempts=settings.max_job_attempts - 1)
+    store.update_job(
+        job.id, status=st.RUNNING, worker_id="gone-again", heartbeat_at=stale, attempts=settings.max_job_attempts - 1
+    )
     worker.reap_stale_jobs(time.time())
     job = store.get_job(job.id)
     assert job.status == st.FAILED and job.error is not None and job.error["code"] == "worker_lost"

@@ -14,8 +14,9 @@ from openft.errors import OpenFTError
 log = logging.getLogger(__name__)
 
 
-def _envelope(status: int, message: str, type_: str, param: str | None, code: str | None,
-              headers: dict[str, str] | None = None) -> JSONResponse:
+def _envelope(
+    status: int, message: str, type_: str, param: str | None, code: str | None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -44,7 +45,9 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
-    message = "Unknown request URL. Please check the URL and method." if exc.status_code in (404, 405) else str(exc.detail)
+    message = (
+        "Unknown request URL. Please check the URL and method." if exc.status_code in (404, 405) else str(exc.detail)
+    )
     return _envelope(exc.status_code, message, type_, None, None, dict(exc.headers or {}))
 
 

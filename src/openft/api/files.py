@@ -18,20 +18,33 @@ router = APIRouter(prefix="/v1/files", tags=["files"])
 
 
 def file_to_wire(row: FileRow) -> FileObject:
-    return FileObject(id=row.id, bytes=row.bytes, created_at=row.created_at, filename=row.filename,
-                      purpose=row.purpose, expires_at=row.expires_at)
+    return FileObject(
+        id=row.id,
+        bytes=row.bytes,
+        created_at=row.created_at,
+        filename=row.filename,
+        purpose=row.purpose,
+        expires_at=row.expires_at,
+    )
 
 
 @router.post("", response_model=FileObject)
 async def create_file(
-    principal: PrincipalDep, files: FilesDep, file: UploadFile, purpose: Annotated[str, Form()],
+    principal: PrincipalDep,
+    files: FilesDep,
+    file: UploadFile,
+    purpose: Annotated[str, Form()],
     expires_after_anchor: Annotated[Literal["created_at"] | None, Form(alias="expires_after[anchor]")] = None,
     expires_after_seconds: Annotated[int | None, Form(alias="expires_after[seconds]")] = None,
 ) -> FileObject:
     if expires_after_seconds is not None and expires_after_anchor is None:
         raise InvalidRequest("expires_after[anchor] must be 'created_at'.", param="expires_after[anchor]")
     row = await run_in_threadpool(
-        files.create, principal, filename=file.filename or "file", purpose=purpose, content=file.file,
+        files.create,
+        principal,
+        filename=file.filename or "file",
+        purpose=purpose,
+        content=file.file,
         expires_after_seconds=expires_after_seconds,
     )
     return file_to_wire(row)
@@ -39,14 +52,18 @@ async def create_file(
 
 @router.get("", response_model=CursorPage[FileObject])
 def list_files(
-    principal: PrincipalDep, files: FilesDep, purpose: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=10000)] = 10000, order: Literal["asc", "desc"] = "desc",
+    principal: PrincipalDep,
+    files: FilesDep,
+    purpose: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 10000,
+    order: Literal["asc", "desc"] = "desc",
     after: str | None = None,
 ) -> CursorPage[FileObject]:
     rows, has_more = files.list(principal, purpose=purpose, limit=limit, order=order, after=after)
     data = [file_to_wire(r) for r in rows]
-    return CursorPage(data=data, has_more=has_more, first_id=data[0].id if data else None,
-                      last_id=data[-1].id if data else None)
+    return CursorPage(
+        data=data, has_more=has_more, first_id=data[0].id if data else None, last_id=data[-1].id if data else None
+    )
 
 
 @router.get("/{file_id}", response_model=FileObject)

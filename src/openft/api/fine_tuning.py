@@ -26,36 +26,57 @@ router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 
 def job_to_wire(row: JobRow) -> FineTuningJob:
     return FineTuningJob(
-        id=row.id, created_at=row.created_at,
+        id=row.id,
+        created_at=row.created_at,
         error=JobError(**row.error) if row.error and row.status == st.FAILED else None,
         fine_tuned_model=row.fine_tuned_model if row.status == st.SUCCEEDED else None,
-        finished_at=row.finished_at, hyperparameters=Hyperparameters(**row.hyperparameters), model=row.model,
-        organization_id=row.organization_id, result_files=row.result_files, seed=row.seed,
+        finished_at=row.finished_at,
+        hyperparameters=Hyperparameters(**row.hyperparameters),
+        model=row.model,
+        organization_id=row.organization_id,
+        result_files=row.result_files,
+        seed=row.seed,
         status=row.status,  # type: ignore[arg-type]
         trained_tokens=row.trained_tokens if row.status == st.SUCCEEDED else None,
-        training_file=row.training_file, validation_file=row.validation_file,
+        training_file=row.training_file,
+        validation_file=row.validation_file,
         estimated_finish=row.estimated_finish if row.status == st.RUNNING else None,
         integrations=[Integration(**i) for i in row.integrations] if row.integrations else None,
-        metadata=row.metadata, method=Method(**row.method), user_provided_suffix=row.suffix,
+        metadata=row.metadata,
+        method=Method(**row.method),
+        user_provided_suffix=row.suffix,
     )
 
 
 def event_to_wire(row: EventRow) -> FineTuningJobEvent:
-    return FineTuningJobEvent(id=row.id, created_at=row.created_at, level=row.level,  # type: ignore[arg-type]
-                              message=row.message, data=row.data, type=row.type)  # type: ignore[arg-type]
+    return FineTuningJobEvent(
+        id=row.id,
+        created_at=row.created_at,
+        level=row.level,  # type: ignore[arg-type]
+        message=row.message,
+        data=row.data,
+        type=row.type,
+    )  # type: ignore[arg-type]
 
 
 def checkpoint_to_wire(row: CheckpointRow) -> FineTuningJobCheckpoint:
     return FineTuningJobCheckpoint(
-        id=row.id, created_at=row.created_at, fine_tuned_model_checkpoint=row.fine_tuned_model_checkpoint,
-        fine_tuning_job_id=row.job_id, metrics=row.metrics, step_number=row.step_number,
+        id=row.id,
+        created_at=row.created_at,
+        fine_tuned_model_checkpoint=row.fine_tuned_model_checkpoint,
+        fine_tuning_job_id=row.job_id,
+        metrics=row.metrics,
+        step_number=row.step_number,
     )
 
 
 def _metadata_filter(request: Request) -> dict[str, str] | None:
     """``metadata[key]=value`` query parameters, as the official clients send them."""
-    found = {k[len("metadata["):-1]: v for k, v in request.query_params.items()
-             if k.startswith("metadata[") and k.endswith("]")}
+    found = {
+        k[len("metadata[") : -1]: v
+        for k, v in request.query_params.items()
+        if k.startswith("metadata[") and k.endswith("]")
+    }
     return found or None
 
 
@@ -66,7 +87,10 @@ def create_job(principal: PrincipalDep, jobs: JobsDep, params: JobCreateParams) 
 
 @router.get("", response_model=CursorPage[FineTuningJob])
 def list_jobs(
-    request: Request, principal: PrincipalDep, jobs: JobsDep, after: str | None = None,
+    request: Request,
+    principal: PrincipalDep,
+    jobs: JobsDep,
+    after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> CursorPage[FineTuningJob]:
     rows, has_more = jobs.list(principal, after=after, limit=limit, metadata=_metadata_filter(request))
@@ -85,7 +109,10 @@ def cancel_job(principal: PrincipalDep, jobs: JobsDep, fine_tuning_job_id: str) 
 
 @router.get("/{fine_tuning_job_id}/events", response_model=CursorPage[FineTuningJobEvent])
 def list_events(
-    principal: PrincipalDep, jobs: JobsDep, fine_tuning_job_id: str, after: str | None = None,
+    principal: PrincipalDep,
+    jobs: JobsDep,
+    fine_tuning_job_id: str,
+    after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ) -> CursorPage[FineTuningJobEvent]:
     rows, has_more = jobs.events(principal, fine_tuning_job_id, after=after, limit=limit)
@@ -94,10 +121,14 @@ def list_events(
 
 @router.get("/{fine_tuning_job_id}/checkpoints", response_model=CursorPage[FineTuningJobCheckpoint])
 def list_checkpoints(
-    principal: PrincipalDep, jobs: JobsDep, fine_tuning_job_id: str, after: str | None = None,
+    principal: PrincipalDep,
+    jobs: JobsDep,
+    fine_tuning_job_id: str,
+    after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> CursorPage[FineTuningJobCheckpoint]:
     rows, has_more = jobs.checkpoints(principal, fine_tuning_job_id, after=after, limit=limit)
     data = [checkpoint_to_wire(r) for r in rows]
-    return CursorPage(data=data, has_more=has_more, first_id=data[0].id if data else None,
-                      last_id=data[-1].id if data else None)
+    return CursorPage(
+        data=data, has_more=has_more, first_id=data[0].id if data else None, last_id=data[-1].id if data else None
+    )

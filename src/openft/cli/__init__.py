@@ -7,7 +7,9 @@ import typer
 
 from openft.cli import client, demo, local
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="openft: OpenAI-compatible fine-tuning, self-hosted.")
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="openft: OpenAI-compatible fine-tuning, self-hosted."
+)
 local.register(app)
 demo.register(app)
 client.register(app)

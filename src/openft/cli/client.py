@@ -41,7 +41,9 @@ def _print(obj: Any, as_json: bool) -> None:
 
 
 @files_app.command("upload")
-def files_upload(path: Path, purpose: str = "fine-tune", base_url: BaseUrl = DEFAULT_URL, as_json: AsJson = False) -> None:
+def files_upload(
+    path: Path, purpose: str = "fine-tune", base_url: BaseUrl = DEFAULT_URL, as_json: AsJson = False
+) -> None:
     """Upload a file."""
     with path.open("rb") as fh:
         f = make_client(base_url).files.create(file=fh, purpose=purpose)  # type: ignore[arg-type]
@@ -57,13 +59,23 @@ def files_list(base_url: BaseUrl = DEFAULT_URL, as_json: AsJson = False) -> None
 
 @jobs_app.command("create")
 def jobs_create(
-    model: str, training_file: str, validation_file: str | None = None, suffix: str | None = None,
-    seed: int | None = None, n_epochs: int | None = None, base_url: BaseUrl = DEFAULT_URL, as_json: AsJson = False,
+    model: str,
+    training_file: str,
+    validation_file: str | None = None,
+    suffix: str | None = None,
+    seed: int | None = None,
+    n_epochs: int | None = None,
+    base_url: BaseUrl = DEFAULT_URL,
+    as_json: AsJson = False,
 ) -> None:
     """Create a supervised fine-tuning job."""
     hyper: dict[str, Any] = {"n_epochs": n_epochs} if n_epochs else {}
     job = make_client(base_url).fine_tuning.jobs.create(
-        model=model, training_file=training_file, validation_file=validation_file, suffix=suffix, seed=seed,
+        model=model,
+        training_file=training_file,
+        validation_file=validation_file,
+        suffix=suffix,
+        seed=seed,
         method={"type": "supervised", "supervised": {"hyperparameters": hyper}},
     )
     _print(job if as_json else job.id, as_json)
@@ -93,7 +105,10 @@ def jobs_events(job_id: str, limit: int = 50, base_url: BaseUrl = DEFAULT_URL, a
     """Show a job's events, oldest first."""
     events = list(make_client(base_url).fine_tuning.jobs.list_events(job_id, limit=limit))
     for e in reversed(events):
-        _print(e if as_json else f"{time.strftime('%H:%M:%S', time.localtime(e.created_at))} {e.level:<5} {e.message}", as_json)
+        _print(
+            e if as_json else f"{time.strftime('%H:%M:%S', time.localtime(e.created_at))} {e.level:<5} {e.message}",
+            as_json,
+        )
 
 
 @jobs_app.command("checkpoints")
@@ -106,8 +121,14 @@ def jobs_checkpoints(job_id: str, base_url: BaseUrl = DEFAULT_URL, as_json: AsJs
 def follow_job(client: Any, job_id: str, *, poll: float = 1.0, echo: Any = console.print) -> Any:
     """Print a job's events as they arrive with a progress bar; return the finished job."""
     seen: set[str] = set()
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeRemainingColumn(), console=console, transient=True) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
         task = progress.add_task("validating", total=None)
         while True:
             job = client.fine_tuning.jobs.retrieve(job_id)
@@ -117,11 +138,17 @@ def follow_job(client: Any, job_id: str, *, poll: float = 1.0, echo: Any = conso
                     continue
                 seen.add(e.id)
                 if e.type == "metrics" and e.data:
-                    progress.update(task, description=f"loss {e.data.get('train_loss', 0):.3f}",
-                                    completed=e.data.get("step", 0), total=e.data.get("total_steps"))
+                    progress.update(
+                        task,
+                        description=f"loss {e.data.get('train_loss', 0):.3f}",
+                        completed=e.data.get("step", 0),
+                        total=e.data.get("total_steps"),
+                    )
                     if e.data.get("step") != e.data.get("total_steps") and "full_valid_loss" not in e.data:
                         continue
-                progress.console.print(f"  [dim]{time.strftime('%H:%M:%S', time.localtime(e.created_at))}[/] {e.message}")
+                progress.console.print(
+                    f"  [dim]{time.strftime('%H:%M:%S', time.localtime(e.created_at))}[/] {e.message}"
+                )
             if job.status in TERMINAL:
                 return job
             if job.status != "running":
@@ -140,7 +167,10 @@ def jobs_follow(job_id: str, base_url: BaseUrl = DEFAULT_URL) -> None:
 def chat(model: str, message: str, max_tokens: int = 128, base_url: BaseUrl = DEFAULT_URL) -> None:
     """Ask MODEL one question and print its answer."""
     reply = make_client(base_url).chat.completions.create(
-        model=model, messages=[{"role": "user", "content": message}], max_tokens=max_tokens, temperature=0,
+        model=model,
+        messages=[{"role": "user", "content": message}],
+        max_tokens=max_tokens,
+        temperature=0,
     )
     console.print(reply.choices[0].message.content)
 

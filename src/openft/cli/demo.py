@@ -37,8 +37,9 @@ def _start_server(log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "openft", "serve", "--port", str(port)],
-                                   stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "openft", "serve", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -58,9 +59,13 @@ def _answers(client: Any, model: str, prompts: list[str]) -> list[str]:
     out = []
     for prompt in prompts:
         reply = client.chat.completions.create(
-            model=model, messages=[{"role": "system", "content": "You are a helpful assistant."},
-                                   {"role": "user", "content": prompt}],
-            max_tokens=60, temperature=0,
+            model=model,
+            messages=[
+                {"role": "system", "content": "You are a helpful assistant."},
+                {"role": "user", "content": prompt},
+            ],
+            max_tokens=60,
+            temperature=0,
         )
         out.append((reply.choices[0].message.content or "").strip())
     return out
@@ -86,15 +91,18 @@ def demo(
             train = client.files.create(file=("pirate.jsonl", fh.read()), purpose="fine-tune")
         with (examples / "pirate_validation.jsonl").open("rb") as fh:
             valid = client.files.create(file=("pirate_validation.jsonl", fh.read()), purpose="fine-tune")
-        job = client.fine_tuning.jobs.create(model=model, training_file=train.id, validation_file=valid.id,
-                                             suffix="pirate", seed=7)
+        job = client.fine_tuning.jobs.create(
+            model=model, training_file=train.id, validation_file=valid.id, suffix="pirate", seed=7
+        )
         console.print(f"[bold]Created {job.id}; following it:[/]")
         job = follow_job(client, job.id)
         if job.status != "succeeded":
             console.print(f"[red]Job {job.status}: {job.error}[/]")
             raise typer.Exit(1)
-        console.print(f"[bold]Fine-tuned model:[/] {job.fine_tuned_model}  "
-                      f"(trained tokens: {job.trained_tokens}, hyperparameters: {job.hyperparameters.model_dump()})")
+        console.print(
+            f"[bold]Fine-tuned model:[/] {job.fine_tuned_model}  "
+            f"(trained tokens: {job.trained_tokens}, hyperparameters: {job.hyperparameters.model_dump()})"
+        )
         after = _answers(client, job.fine_tuned_model, prompts)
         console.rule("Answers before and after fine-tuning")
         for question, old, new in zip(prompts, before, after, strict=True):

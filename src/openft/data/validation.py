@@ -294,9 +294,7 @@ def _check_dpo(ex: dict[str, Any], at: str, tally: _Tally) -> None:
         one = isinstance(out, list) and len(out) == 1 and isinstance(out[0], dict)
         _require(one, "invalid_dpo_output", f"{at} '{key}' must be a list of exactly one assistant message.")
         role = out[0].get("role")
-        _require(
-            role == "assistant", "invalid_dpo_output", f"{at} '{key}' has role {_short(role)}, not assistant."
-        )
+        _require(role == "assistant", "invalid_dpo_output", f"{at} '{key}' has role {_short(role)}, not assistant.")
         _check_message(out[0], f"{at} {key} message 1", ("assistant",), allow_weight=False)
         outputs.append(out[0])
     if outputs[0] == outputs[1]:
@@ -323,9 +321,7 @@ def _check_message(msg: Any, at: str, roles: tuple[str, ...], *, allow_weight: b
     _require("role" in msg, "message_missing_key", f"{at} has no 'role'.")
     role = msg["role"]
     if role not in roles:
-        raise _Bad(
-            "unrecognized_role", f"{at} has unknown role {_short(role)}; expected one of {', '.join(roles)}."
-        )
+        raise _Bad("unrecognized_role", f"{at} has unknown role {_short(role)}; expected one of {', '.join(roles)}.")
     if "weight" in msg:
         weight = msg["weight"]
         rule = "only assistant messages take one" if allow_weight else "outputs take none"

@@ -41,9 +41,9 @@ def _first_jsonl_problem(path: Path) -> str | None:
             try:
                 value = json.loads(line)
             except (ValueError, RecursionError):
-                return f"Line {number} is not valid JSON (HINT: line starts with: \"{hint}\")."
+                return f'Line {number} is not valid JSON (HINT: line starts with: "{hint}").'
             if not isinstance(value, dict):
-                return f"Line {number} is not a dictionary (HINT: line starts with: \"{hint}\")."
+                return f'Line {number} is not a dictionary (HINT: line starts with: "{hint}").'
 
 
 class FileService:
@@ -55,7 +55,12 @@ class FileService:
         return self.settings.files_dir / file_id
 
     def create(
-        self, principal: Principal, *, filename: str, purpose: str, content: BinaryIO,
+        self,
+        principal: Principal,
+        *,
+        filename: str,
+        purpose: str,
+        content: BinaryIO,
         expires_after_seconds: int | None = None,
     ) -> FileRow:
         """Store ``content`` as a new file uploaded by a user.
@@ -68,19 +73,22 @@ class FileService:
         if purpose not in UPLOADABLE_PURPOSES:
             raise InvalidRequest(
                 f"Invalid purpose '{purpose}'. Expected one of: {', '.join(UPLOADABLE_PURPOSES)}.",
-                param="purpose", code="invalid_value",
+                param="purpose",
+                code="invalid_value",
             )
         if purpose == "fine-tune" and not filename.lower().endswith(".jsonl"):
             raise InvalidRequest(
                 f"Invalid file format for Fine-Tuning API. Must be .jsonl (got '{filename}').",
-                param="file", code="invalid_file_format",
+                param="file",
+                code="invalid_file_format",
             )
         if expires_after_seconds is not None and not 3600 <= expires_after_seconds <= 2_592_000:
             raise InvalidRequest(
                 "expires_after[seconds] must be between 3600 and 2592000.", param="expires_after[seconds]"
             )
-        return self._store(principal, filename=filename, purpose=purpose, content=content,
-                           expires_after_seconds=expires_after_seconds)
+        return self._store(
+            principal, filename=filename, purpose=purpose, content=content, expires_after_seconds=expires_after_seconds
+        )
 
     def create_from_path(self, organization_id: str, source: Path, *, filename: str, purpose: str) -> FileRow:
         """Register a file the server produced itself (a results CSV, purpose ``fine-tune-results``)."""
@@ -88,7 +96,12 @@ class FileService:
             return self._store(Principal(organization_id), filename=filename, purpose=purpose, content=fh)
 
     def _store(
-        self, principal: Principal, *, filename: str, purpose: str, content: BinaryIO,
+        self,
+        principal: Principal,
+        *,
+        filename: str,
+        purpose: str,
+        content: BinaryIO,
         expires_after_seconds: int | None = None,
     ) -> FileRow:
         file_id = ids.new_file_id()
@@ -102,8 +115,13 @@ class FileService:
             )
         now = int(time.time())
         row = FileRow(
-            id=file_id, organization_id=principal.organization_id, project_id=principal.project_id,
-            filename=os.path.basename(filename) or "file", purpose=purpose, bytes=size, created_at=now,
+            id=file_id,
+            organization_id=principal.organization_id,
+            project_id=principal.project_id,
+            filename=os.path.basename(filename) or "file",
+            purpose=purpose,
+            bytes=size,
+            created_at=now,
             blob_path=str(path.relative_to(self.settings.home)),
             expires_at=now + expires_after_seconds if expires_after_seconds else None,
         )

@@ -46,7 +46,8 @@ def _requested_method(params: JobCreateParams) -> dict[str, Any]:
     if kind not in SUPPORTED_METHODS:
         raise InvalidRequest(
             f"Fine-tuning method '{kind}' is not supported by this server yet; use 'supervised'.",
-            param="method.type", code="unsupported_method",
+            param="method.type",
+            code="unsupported_method",
         )
     section = method.setdefault(kind, {})
     hyper = section.get("hyperparameters") or {}
@@ -56,7 +57,9 @@ def _requested_method(params: JobCreateParams) -> dict[str, Any]:
                 "Pass hyperparameters either in method or at the top level, not both.", param="hyperparameters"
             )
         hyper = legacy
-    section["hyperparameters"] = {k: hyper.get(k, "auto") for k in ("batch_size", "learning_rate_multiplier", "n_epochs")}
+    section["hyperparameters"] = {
+        k: hyper.get(k, "auto") for k in ("batch_size", "learning_rate_multiplier", "n_epochs")
+    }
     return method
 
 
@@ -86,11 +89,21 @@ class JobService:
             params.model, ids.organization_slug(principal.organization_id), params.suffix, ids.new_model_short_id()
         )
         job = JobRow(
-            id=ids.new_job_id(), organization_id=principal.organization_id, project_id=principal.project_id,
-            model=params.model, training_file=params.training_file, validation_file=params.validation_file,
-            status=st.VALIDATING, method=method, hyperparameters=dict(method[method["type"]]["hyperparameters"]),
-            seed=seed, model_name=model_name, created_at=int(time.time()), suffix=params.suffix,
-            metadata=params.metadata, integrations=[i.model_dump() for i in params.integrations or []] or None,
+            id=ids.new_job_id(),
+            organization_id=principal.organization_id,
+            project_id=principal.project_id,
+            model=params.model,
+            training_file=params.training_file,
+            validation_file=params.validation_file,
+            status=st.VALIDATING,
+            method=method,
+            hyperparameters=dict(method[method["type"]]["hyperparameters"]),
+            seed=seed,
+            model_name=model_name,
+            created_at=int(time.time()),
+            suffix=params.suffix,
+            metadata=params.metadata,
+            integrations=[i.model_dump() for i in params.integrations or []] or None,
         )
         self.store.insert_job(job)
         self.store.append_event(job.id, f"Created fine-tuning job: {job.id}")
@@ -108,7 +121,8 @@ class JobService:
         if row.purpose != "fine-tune":
             raise InvalidRequest(
                 f"File {file_id} has purpose '{row.purpose}'; fine-tuning needs purpose 'fine-tune'.",
-                param=param, code="invalid_file_purpose",
+                param=param,
+                code="invalid_file_purpose",
             )
 
     def get(self, principal: Principal, job_id: str) -> JobRow:
@@ -128,16 +142,23 @@ class JobService:
         """
         job = self.get(principal, job_id)
         changed = self.store.update_job(
-            job_id, expect_status=st.sources_of(st.CANCELLED), status=st.CANCELLED,
-            finished_at=int(time.time()), estimated_finish=None,
+            job_id,
+            expect_status=st.sources_of(st.CANCELLED),
+            status=st.CANCELLED,
+            finished_at=int(time.time()),
+            estimated_finish=None,
         )
         if not changed:
             job = self.get(principal, job_id)
-            raise InvalidJobState(f"Job {job_id} has already {job.status}; it cannot be cancelled.", param="fine_tuning_job_id")
+            raise InvalidJobState(
+                f"Job {job_id} has already {job.status}; it cannot be cancelled.", param="fine_tuning_job_id"
+            )
         self.store.append_event(job_id, "Fine-tuning job cancelled")
         return self.get(principal, job_id)
 
-    def events(self, principal: Principal, job_id: str, *, after: str | None, limit: int) -> tuple[list[EventRow], bool]:
+    def events(
+        self, principal: Principal, job_id: str, *, after: str | None, limit: int
+    ) -> tuple[list[EventRow], bool]:
         self.get(principal, job_id)
         return self.store.list_events(job_id, after=after, limit=limit)
 

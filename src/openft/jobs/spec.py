@@ -18,8 +18,13 @@ MAX_SEQ_LEN_CAP = 4096
 
 
 def resolve_spec(
-    job: JobRow, settings: Settings, *, training_path: Path, validation_path: Path | None,
-    output_dir: Path, registered_models: dict[str, str],
+    job: JobRow,
+    settings: Settings,
+    *,
+    training_path: Path,
+    validation_path: Path | None,
+    output_dir: Path,
+    registered_models: dict[str, str],
 ) -> TrainingSpec:
     """The spec for ``job``, whose hyperparameters were resolved when its files were validated.
 
@@ -48,6 +53,13 @@ def resolve_spec(
         max_seq_len=min(base.context_length, MAX_SEQ_LEN_CAP),
         threads=settings.training_threads,
     )
-    log.info("job %s: lr=%g (base %g x %g), epochs=%d, batch=%d", job.id, spec.learning_rate,
-             base.lora_learning_rate, multiplier, spec.n_epochs, spec.batch_size)
+    log.info(
+        "job %s: lr=%g (base %g x %g), epochs=%d, batch=%d",
+        job.id,
+        spec.learning_rate,
+        base.lora_learning_rate,
+        multiplier,
+        spec.n_epochs,
+        spec.batch_size,
+    )
     return spec

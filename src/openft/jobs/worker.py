@@ -61,8 +61,14 @@ def _format_metrics_message(m: dict[str, Any]) -> str:
 
 
 METRIC_KEYS = (
-    "step", "total_steps", "train_loss", "train_mean_token_accuracy", "valid_loss",
-    "valid_mean_token_accuracy", "full_valid_loss", "full_valid_mean_token_accuracy",
+    "step",
+    "total_steps",
+    "train_loss",
+    "train_mean_token_accuracy",
+    "valid_loss",
+    "valid_mean_token_accuracy",
+    "full_valid_loss",
+    "full_valid_mean_token_accuracy",
 )
 
 
@@ -126,10 +132,15 @@ class Worker:
         self.running.process.wait()
         self._close(self.running)
         self.running = None
-        if self.store.update_job(job_id, expect_status=st.RUNNING, expect_worker=self.worker_id,
-                                 status=st.QUEUED, worker_id=None, estimated_finish=None):
-            self.store.append_event(job_id, "The worker was stopped; the job was moved back to the queue",
-                                    level="warn")
+        if self.store.update_job(
+            job_id,
+            expect_status=st.RUNNING,
+            expect_worker=self.worker_id,
+            status=st.QUEUED,
+            worker_id=None,
+            estimated_finish=None,
+        ):
+            self.store.append_event(job_id, "The worker was stopped; the job was moved back to the queue", level="warn")
 
     # -- validating_files ----------------------------------------------------------------------
     def validate_next_job(self) -> bool:
@@ -141,8 +152,11 @@ class Worker:
         try:
             self._validate(job)
         except OpenFTError as exc:
-            self._fail(job, {"code": exc.code or "invalid_training_file", "message": exc.message, "param": exc.param},
-                       from_status=st.VALIDATING)
+            self._fail(
+                job,
+                {"code": exc.code or "invalid_training_file", "message": exc.message, "param": exc.param},
+                from_status=st.VALIDATING,
+            )
         return True
 
     def _validate(self, job: JobRow) -> None:
@@ -151,25 +165,39 @@ class Worker:
         if not report.ok:
             problem = first_error_message(report, file_kind="training")
             assert problem is not None
-            self._fail(job, {"code": problem.code, "message": problem.message, "param": "training_file"},
-                       from_status=st.VALIDATING)
+            self._fail(
+                job,
+                {"code": problem.code, "message": problem.message, "param": "training_file"},
+                from_status=st.VALIDATING,
+            )
             return
         if job.validation_file:
-            vreport = validate_file(self._file_path(job, job.validation_file), method, purpose="validation",
-                                    min_examples=1)
+            vreport = validate_file(
+                self._file_path(job, job.validation_file), method, purpose="validation", min_examples=1
+            )
             if not vreport.ok:
                 problem = first_error_message(vreport, file_kind="validation")
                 assert problem is not None
-                self._fail(job, {"code": problem.code, "message": problem.message, "param": "validation_file"},
-                           from_status=st.VALIDATING)
+                self._fail(
+                    job,
+                    {"code": problem.code, "message": problem.message, "param": "validation_file"},
+                    from_status=st.VALIDATING,
+                )
                 return
         for warning in report.warnings[:5]:
             self.store.append_event(job.id, warning.message, level="warn")
         resolved = hyperparameters.resolve(job.hyperparameters, report.n_examples).as_dict()
         method_obj = dict(job.method)
         method_obj[method] = {**method_obj.get(method, {}), "hyperparameters": resolved}
-        if self.store.update_job(job.id, expect_status=st.VALIDATING, expect_worker=self.worker_id,
-                                 status=st.QUEUED, worker_id=None, hyperparameters=resolved, method=method_obj):
+        if self.store.update_job(
+            job.id,
+            expect_status=st.VALIDATING,
+            expect_worker=self.worker_id,
+            status=st.QUEUED,
+            worker_id=None,
+            hyperparameters=resolved,
+            method=method_obj,
+        ):
             self.store.append_event(job.id, "Files validated, moving job to queued state")
 
     def _file_path(self, job: JobRow, file_id: str) -> Path:
@@ -183,14 +211,19 @@ class Worker:
         output_dir = self.settings.jobs_dir / job.id
         try:
             spec = resolve_spec(
-                job, self.settings,
+                job,
+                self.settings,
                 training_path=self._file_path(job, job.training_file),
                 validation_path=self._file_path(job, job.validation_file) if job.validation_file else None,
-                output_dir=output_dir, registered_models=self.store.local_models(),
+                output_dir=output_dir,
+                registered_models=self.store.local_models(),
             )
         except OpenFTError as exc:
-            self._fail(job, {"code": exc.code or "invalid_request", "message": exc.message, "param": exc.param},
-                       from_status=st.RUNNING)
+            self._fail(
+                job,
+                {"code": exc.code or "invalid_request", "message": exc.message, "param": exc.param},
+                from_status=st.RUNNING,
+            )
             return True
         # A fresh attempt starts clean: what an earlier, interrupted attempt wrote is discarded.
         if output_dir.exists():
@@ -206,12 +239,21 @@ class Worker:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
         process = subprocess.Popen(
             [sys.executable, "-m", "openft.training", str(spec_path)],
-            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent, env=env, cwd=str(output_dir),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+            env=env,
+            cwd=str(output_dir),
         )
-        self.running = Running(job=job, process=process, output_dir=output_dir,
-                               reader=EventReader(output_dir / EVENTS_FILE), log_file=log_file,
-                               last_heartbeat=time.time())
+        self.running = Running(
+            job=job,
+            process=process,
+            output_dir=output_dir,
+            reader=EventReader(output_dir / EVENTS_FILE),
+            log_file=log_file,
+            last_heartbeat=time.time(),
+        )
         log.info("job %s: training process %d started", job.id, process.pid)
         return True
 
@@ -272,12 +314,18 @@ class Worker:
         elif kind == "checkpoint":
             name = ids.checkpoint_model_name(run.job.model_name, line["step"])
             adapter = run.output_dir / line["path"]
-            self.store.add_checkpoint(CheckpointRow(
-                id=ids.new_checkpoint_id(), job_id=job_id, organization_id=run.job.organization_id,
-                created_at=int(time.time()), step_number=line["step"], fine_tuned_model_checkpoint=name,
-                metrics={k: v for k, v in line.get("metrics", {}).items() if v is not None},
-                adapter_path=str(adapter.relative_to(self.settings.home)),
-            ))
+            self.store.add_checkpoint(
+                CheckpointRow(
+                    id=ids.new_checkpoint_id(),
+                    job_id=job_id,
+                    organization_id=run.job.organization_id,
+                    created_at=int(time.time()),
+                    step_number=line["step"],
+                    fine_tuned_model_checkpoint=name,
+                    metrics={k: v for k, v in line.get("metrics", {}).items() if v is not None},
+                    adapter_path=str(adapter.relative_to(self.settings.home)),
+                )
+            )
             self.store.append_event(job_id, f"Checkpoint created at step {line['step']} with Snapshot ID: {name}")
         elif kind == "checkpoint_deleted":
             self.store.delete_checkpoint(job_id, line["step"])
@@ -291,14 +339,21 @@ class Worker:
         result_files: list[str] = []
         csv_path = run.output_dir / result.get("results_csv", "results.csv")
         if csv_path.exists():
-            row = self.files.create_from_path(job.organization_id, csv_path, filename="step_metrics.csv",
-                                              purpose="fine-tune-results")
+            row = self.files.create_from_path(
+                job.organization_id, csv_path, filename="step_metrics.csv", purpose="fine-tune-results"
+            )
             result_files.append(row.id)
         adapter = run.output_dir / result.get("adapter_path", "adapter")
         done = self.store.update_job(
-            job.id, expect_status=st.RUNNING, expect_worker=self.worker_id, status=st.SUCCEEDED,
-            fine_tuned_model=job.model_name, trained_tokens=int(result.get("trained_tokens", 0)),
-            result_files=result_files, finished_at=int(time.time()), estimated_finish=None,
+            job.id,
+            expect_status=st.RUNNING,
+            expect_worker=self.worker_id,
+            status=st.SUCCEEDED,
+            fine_tuned_model=job.model_name,
+            trained_tokens=int(result.get("trained_tokens", 0)),
+            result_files=result_files,
+            finished_at=int(time.time()),
+            estimated_finish=None,
         )
         if done:
             log.info("job %s succeeded: %s (%s)", job.id, job.model_name, adapter)
@@ -306,8 +361,14 @@ class Worker:
             self.store.append_event(job.id, "The job has successfully completed")
 
     def _fail(self, job: JobRow, error: dict[str, Any], *, from_status: str) -> None:
-        if self.store.update_job(job.id, expect_status=from_status, status=st.FAILED, error=error,
-                                 finished_at=int(time.time()), estimated_finish=None):
+        if self.store.update_job(
+            job.id,
+            expect_status=from_status,
+            status=st.FAILED,
+            error=error,
+            finished_at=int(time.time()),
+            estimated_finish=None,
+        ):
             self.store.append_event(job.id, error["message"], level="error")
 
     def _kill(self, run: Running, *, force: bool) -> None:
@@ -338,15 +399,34 @@ class Worker:
                 continue
             attempts = job.attempts + 1
             if attempts < self.settings.max_job_attempts:
-                if self.store.update_job(job.id, expect_status=st.RUNNING, expect_worker=job.worker_id,
-                                         status=st.QUEUED, worker_id=None, attempts=attempts, estimated_finish=None):
+                if self.store.update_job(
+                    job.id,
+                    expect_status=st.RUNNING,
+                    expect_worker=job.worker_id,
+                    status=st.QUEUED,
+                    worker_id=None,
+                    attempts=attempts,
+                    estimated_finish=None,
+                ):
                     self.store.append_event(
-                        job.id, f"The worker running this job stopped responding; the job was re-queued "
-                        f"(attempt {attempts + 1} of {self.settings.max_job_attempts})", level="warn")
+                        job.id,
+                        f"The worker running this job stopped responding; the job was re-queued "
+                        f"(attempt {attempts + 1} of {self.settings.max_job_attempts})",
+                        level="warn",
+                    )
             else:
-                error = {"code": "worker_lost", "param": None,
-                         "message": f"The worker running this job stopped responding {attempts} times."}
-                if self.store.update_job(job.id, expect_status=st.RUNNING, expect_worker=job.worker_id,
-                                         status=st.FAILED, error=error, finished_at=int(now), estimated_finish=None):
+                error = {
+                    "code": "worker_lost",
+                    "param": None,
+                    "message": f"The worker running this job stopped responding {attempts} times.",
+                }
+                if self.store.update_job(
+                    job.id,
+                    expect_status=st.RUNNING,
+                    expect_worker=job.worker_id,
+                    status=st.FAILED,
+                    error=error,
+                    finished_at=int(now),
+                    estimated_finish=None,
+                ):
                     self.store.append_event(job.id, error["message"], level="error")
-

@@ -81,8 +81,13 @@ def _context_length(model_dir: Path, default: int = 2048) -> int:
 
 def _from_directory(model_id: str, path: Path, source: str) -> BaseModel:
     return BaseModel(
-        id=model_id, source=source, path=str(path), context_length=_context_length(path),
-        lora_learning_rate=2e-4, created=int(path.stat().st_mtime), owned_by="user",
+        id=model_id,
+        source=source,
+        path=str(path),
+        context_length=_context_length(path),
+        lora_learning_rate=2e-4,
+        created=int(path.stat().st_mtime),
+        owned_by="user",
     )
 
 
@@ -90,11 +95,27 @@ def builtin_models() -> list[BaseModel]:
     models = [BaseModel(id=TINY_CHAT, source="tiny", path=None, context_length=1024, lora_learning_rate=1e-2)]
     gguf = _smollm2_gguf_path()
     if gguf is not None:
-        models.append(BaseModel(id=SMOLLM2, source="gguf", path=gguf, context_length=8192,
-                                lora_learning_rate=4e-4, owned_by="HuggingFaceTB"))
+        models.append(
+            BaseModel(
+                id=SMOLLM2,
+                source="gguf",
+                path=gguf,
+                context_length=8192,
+                lora_learning_rate=4e-4,
+                owned_by="HuggingFaceTB",
+            )
+        )
     elif (snap := _hf_cache_snapshot(SMOLLM2)) is not None:
-        models.append(BaseModel(id=SMOLLM2, source="hf-cache", path=str(snap), context_length=8192,
-                                lora_learning_rate=4e-4, owned_by="HuggingFaceTB"))
+        models.append(
+            BaseModel(
+                id=SMOLLM2,
+                source="hf-cache",
+                path=str(snap),
+                context_length=8192,
+                lora_learning_rate=4e-4,
+                owned_by="HuggingFaceTB",
+            )
+        )
     return models
 
 

@@ -131,8 +131,7 @@ def build_tiny_chat(target: Path) -> Path:
 
         tokenizer = AutoTokenizer.from_pretrained(tmp)
         ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-        build_model(tmp, len(tokenizer), bos_id=ids["<|endoftext|>"], eos_id=ids["<|im_end|>"],
-                    pad_id=ids["<|pad|>"])
+        build_model(tmp, len(tokenizer), bos_id=ids["<|endoftext|>"], eos_id=ids["<|im_end|>"], pad_id=ids["<|pad|>"])
         (tmp / "openft.json").write_text(json.dumps({"model": "openft/tiny-chat", "version": VERSION}))
         try:
             os.rename(tmp, target)

@@ -62,8 +62,13 @@ class Store:
         return _to_row(FileRow, row)
 
     def list_files(
-        self, organization_id: str, *, purpose: str | None = None, limit: int = 10000,
-        order: str = "desc", after: str | None = None,
+        self,
+        organization_id: str,
+        *,
+        purpose: str | None = None,
+        limit: int = 10000,
+        order: str = "desc",
+        after: str | None = None,
     ) -> tuple[list[FileRow], bool]:
         query = select(s.files).where(s.files.c.organization_id == organization_id)
         if purpose:
@@ -102,7 +107,11 @@ class Store:
         return _to_row(JobRow, row)
 
     def list_jobs(
-        self, organization_id: str, *, after: str | None = None, limit: int = 20,
+        self,
+        organization_id: str,
+        *,
+        after: str | None = None,
+        limit: int = 20,
         metadata: dict[str, str] | None = None,
     ) -> tuple[list[JobRow], bool]:
         """Newest first; ``metadata`` keeps jobs carrying every given key/value pair."""
@@ -110,9 +119,7 @@ class Store:
         for key, value in (metadata or {}).items():
             query = query.where(
                 s.jobs.c.id.in_(
-                    select(s.job_metadata.c.job_id).where(
-                        s.job_metadata.c.key == key, s.job_metadata.c.value == value
-                    )
+                    select(s.job_metadata.c.job_id).where(s.job_metadata.c.key == key, s.job_metadata.c.value == value)
                 )
             )
         with self.engine.connect() as conn:
@@ -124,8 +131,12 @@ class Store:
         return _page([_to_row(JobRow, r) for r in rows], limit)
 
     def update_job(
-        self, job_id: str, *, expect_status: str | Iterable[str] | None = None,
-        expect_worker: str | None = None, **values: Any,
+        self,
+        job_id: str,
+        *,
+        expect_status: str | Iterable[str] | None = None,
+        expect_worker: str | None = None,
+        **values: Any,
     ) -> bool:
         """Compare-and-set: update only if the job is still in ``expect_status`` (and held by
         ``expect_worker``). Returns whether the row changed, so racing writers never clobber
@@ -140,7 +151,12 @@ class Store:
             return conn.execute(query.values(**values)).rowcount == 1
 
     def claim_next_job(
-        self, worker_id: str, status: str, *, to_status: str | None = None, now: float | None = None,
+        self,
+        worker_id: str,
+        status: str,
+        *,
+        to_status: str | None = None,
+        now: float | None = None,
         stale_before: float | None = None,
     ) -> JobRow | None:
         """Atomically take the oldest job in ``status`` that no live worker holds.
@@ -153,9 +169,7 @@ class Store:
         free = s.jobs.c.worker_id.is_(None)
         if stale_before is not None:
             free = or_(free, s.jobs.c.heartbeat_at < stale_before)
-        candidate = (
-            select(s.jobs.c.id).where(s.jobs.c.status == status, free).order_by(s.jobs.c.seq).limit(1)
-        )
+        candidate = select(s.jobs.c.id).where(s.jobs.c.status == status, free).order_by(s.jobs.c.seq).limit(1)
         if self.is_postgres:
             candidate = candidate.with_for_update(skip_locked=True)
         values: dict[str, Any] = {"worker_id": worker_id, "heartbeat_at": now}
@@ -186,30 +200,43 @@ class Store:
 
     def find_job_by_model(self, model_name: str) -> JobRow | None:
         """The succeeded job whose fine-tuned model is ``model_name`` (deleted models excluded)."""
-        query = select(s.jobs).where(
-            s.jobs.c.fine_tuned_model == model_name, s.jobs.c.model_deleted.is_(False)
-        )
+        query = select(s.jobs).where(s.jobs.c.fine_tuned_model == model_name, s.jobs.c.model_deleted.is_(False))
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
         return _to_row(JobRow, row) if row is not None else None
 
     def list_fine_tuned_jobs(self, organization_id: str) -> list[JobRow]:
-        query = select(s.jobs).where(
-            s.jobs.c.organization_id == organization_id,
-            s.jobs.c.fine_tuned_model.is_not(None),
-            s.jobs.c.model_deleted.is_(False),
-        ).order_by(s.jobs.c.seq)
+        query = (
+            select(s.jobs)
+            .where(
+                s.jobs.c.organization_id == organization_id,
+                s.jobs.c.fine_tuned_model.is_not(None),
+                s.jobs.c.model_deleted.is_(False),
+            )
+            .order_by(s.jobs.c.seq)
+        )
         with self.engine.connect() as conn:
             return [_to_row(JobRow, r) for r in conn.execute(query).all()]
 
     # -- events ------------------------------------------------------------------------------
     def append_event(
-        self, job_id: str, message: str, *, level: str = "info", type: str = "message",
-        data: dict[str, Any] | None = None, created_at: int | None = None,
+        self,
+        job_id: str,
+        message: str,
+        *,
+        level: str = "info",
+        type: str = "message",
+        data: dict[str, Any] | None = None,
+        created_at: int | None = None,
     ) -> EventRow:
         row = EventRow(
-            id=ids.new_event_id(), job_id=job_id, created_at=created_at or int(time.time()),
-            level=level, type=type, message=message, data=data,
+            id=ids.new_event_id(),
+            job_id=job_id,
+            created_at=created_at or int(time.time()),
+            level=level,
+            type=type,
+            message=message,
+            data=data,
         )
         values = _values(row)
         values.pop("seq")
@@ -253,9 +280,7 @@ class Store:
         query = select(s.job_checkpoints).where(s.job_checkpoints.c.job_id == job_id)
         with self.engine.connect() as conn:
             if after:
-                seq = conn.execute(
-                    select(s.job_checkpoints.c.seq).where(s.job_checkpoints.c.id == after)
-                ).scalar()
+                seq = conn.execute(select(s.job_checkpoints.c.seq).where(s.job_checkpoints.c.id == after)).scalar()
                 if seq is not None:
                     query = query.where(s.job_checkpoints.c.seq < seq)
             rows = conn.execute(query.order_by(s.job_checkpoints.c.seq.desc()).limit(limit + 1)).all()

@@ -26,7 +26,8 @@ metadata = MetaData()
 SeqType = BigInteger().with_variant(Integer(), "sqlite")
 
 files = Table(
-    "files", metadata,
+    "files",
+    metadata,
     Column("seq", SeqType, primary_key=True, autoincrement=True),
     Column("id", String(64), nullable=False, unique=True),
     Column("organization_id", String(64), nullable=False),
@@ -41,7 +42,8 @@ files = Table(
 )
 
 jobs = Table(
-    "jobs", metadata,
+    "jobs",
+    metadata,
     Column("seq", SeqType, primary_key=True, autoincrement=True),
     Column("id", String(64), nullable=False, unique=True),
     Column("organization_id", String(64), nullable=False),
@@ -74,7 +76,8 @@ jobs = Table(
 )
 
 job_metadata = Table(
-    "job_metadata", metadata,
+    "job_metadata",
+    metadata,
     Column("job_id", String(64), primary_key=True),
     Column("key", String(64), primary_key=True),
     Column("value", String(512), nullable=False),
@@ -82,7 +85,8 @@ job_metadata = Table(
 )
 
 job_events = Table(
-    "job_events", metadata,
+    "job_events",
+    metadata,
     Column("seq", SeqType, primary_key=True, autoincrement=True),
     Column("id", String(64), nullable=False, unique=True),
     Column("job_id", String(64), nullable=False),
@@ -95,7 +99,8 @@ job_events = Table(
 )
 
 job_checkpoints = Table(
-    "job_checkpoints", metadata,
+    "job_checkpoints",
+    metadata,
     Column("seq", SeqType, primary_key=True, autoincrement=True),
     Column("id", String(64), nullable=False, unique=True),
     Column("job_id", String(64), nullable=False),
@@ -109,7 +114,8 @@ job_checkpoints = Table(
 )
 
 local_models = Table(
-    "local_models", metadata,
+    "local_models",
+    metadata,
     Column("id", String(512), primary_key=True),
     Column("path", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),

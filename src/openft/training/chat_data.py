@@ -58,17 +58,11 @@ def _text(content: Any) -> str:
         for part in content:
             if isinstance(part, str):
                 parts.append(part)
-            elif (
-                isinstance(part, dict)
-                and part.get("type", "text") == "text"
-                and isinstance(part.get("text"), str)
-            ):
+            elif isinstance(part, dict) and part.get("type", "text") == "text" and isinstance(part.get("text"), str):
                 parts.append(part["text"])
             else:
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise TrainingDataError(
-                    f"unsupported content part {kind!r}; only text parts can be trained on"
-                )
+                raise TrainingDataError(f"unsupported content part {kind!r}; only text parts can be trained on")
         return "".join(parts)
     raise TrainingDataError(f"content must be a string or a list of text parts, not {type(content).__name__}")
 
@@ -129,16 +123,12 @@ def normalize_messages(example: dict[str, Any]) -> tuple[list[dict[str, Any]], l
         messages.append(message)
         weights.append(float(raw.get("weight", 1)) if role == "assistant" else 0.0)
     tools = example.get("tools") or (
-        [{"type": "function", "function": f} for f in example["functions"]]
-        if example.get("functions")
-        else None
+        [{"type": "function", "function": f} for f in example["functions"]] if example.get("functions") else None
     )
     return messages, weights, tools
 
 
-def _render(
-    tokenizer: Any, messages: list[dict[str, Any]], tools: list[Any] | None, *, prompt: bool
-) -> list[int]:
+def _render(tokenizer: Any, messages: list[dict[str, Any]], tools: list[Any] | None, *, prompt: bool) -> list[int]:
     text = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=prompt)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -176,9 +166,7 @@ def tokenize_example(example: dict[str, Any], tokenizer: Any, line: int = 0) -> 
     return TokenizedExample(input_ids=input_ids, labels=labels, line=line)
 
 
-def load_chat_examples(
-    path: str | Path, tokenizer: Any, max_seq_len: int
-) -> tuple[list[TokenizedExample], list[int]]:
+def load_chat_examples(path: str | Path, tokenizer: Any, max_seq_len: int) -> tuple[list[TokenizedExample], list[int]]:
     """Read and tokenize a supervised JSONL file, truncating examples to ``max_seq_len`` tokens.
 
     Args:
@@ -211,13 +199,9 @@ def load_chat_examples(
             except TrainingDataError as exc:
                 raise TrainingDataError(f"{where}: {exc}") from exc
             except Exception as exc:  # the chat template rejected the conversation (jinja raise_exception)
-                raise TrainingDataError(
-                    f"{where}: the chat template failed: {type(exc).__name__}: {exc}"
-                ) from exc
+                raise TrainingDataError(f"{where}: the chat template failed: {type(exc).__name__}: {exc}") from exc
             if len(example.input_ids) > max_seq_len:
                 truncated.append(line_no)
-                example = TokenizedExample(
-                    example.input_ids[:max_seq_len], example.labels[:max_seq_len], line_no
-                )
+                example = TokenizedExample(example.input_ids[:max_seq_len], example.labels[:max_seq_len], line_no)
             examples.append(example)
     return examples, truncated

@@ -7,8 +7,15 @@ from typing import Literal
 from pydantic import BaseModel
 
 FilePurpose = Literal[
-    "assistants", "assistants_output", "batch", "batch_output", "fine-tune", "fine-tune-results",
-    "vision", "user_data", "evals",
+    "assistants",
+    "assistants_output",
+    "batch",
+    "batch_output",
+    "fine-tune",
+    "fine-tune-results",
+    "vision",
+    "user_data",
+    "evals",
 ]
 UPLOADABLE_PURPOSES: tuple[str, ...] = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 

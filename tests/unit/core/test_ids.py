@@ -8,8 +8,12 @@ from openft import ids
 
 
 def test_object_ids_have_openai_prefixes_and_are_unique() -> None:
-    for make, prefix, kind in [(ids.new_job_id, "ftjob-", "job"), (ids.new_file_id, "file-", "file"),
-                               (ids.new_event_id, "ftevent-", "event"), (ids.new_checkpoint_id, "ftckpt-", "checkpoint")]:
+    for make, prefix, kind in [
+        (ids.new_job_id, "ftjob-", "job"),
+        (ids.new_file_id, "file-", "file"),
+        (ids.new_event_id, "ftevent-", "event"),
+        (ids.new_checkpoint_id, "ftckpt-", "checkpoint"),
+    ]:
         values = {make() for _ in range(200)}
         assert len(values) == 200
         assert all(v.startswith(prefix) and ids.is_valid_id(kind, v) for v in values)

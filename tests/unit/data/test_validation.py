@@ -113,8 +113,7 @@ def test_first_bad_line_is_named(tmp_path: Path) -> None:
     bad = chat(SYSTEM, {"role": "bot", "content": "hi"}, ASSISTANT)
     message = only_error(check(tmp_path, bad), "unrecognized_role")
     assert message == (
-        "Line 7: message 2 has unknown role 'bot'; "
-        "expected one of system, developer, user, assistant, tool, function."
+        "Line 7: message 2 has unknown role 'bot'; expected one of system, developer, user, assistant, tool, function."
     )
     first = first_error_message(check(tmp_path, bad), file_kind="validation")
     assert first is not None and first.line == 7
@@ -238,15 +237,11 @@ def test_message_not_an_object(tmp_path: Path) -> None:
 
 
 def test_message_missing_role(tmp_path: Path) -> None:
-    assert "message 2 has no 'role'" in only_error(
-        check(tmp_path, chat(USER, {"content": "x"})), "message_missing_key"
-    )
+    assert "message 2 has no 'role'" in only_error(check(tmp_path, chat(USER, {"content": "x"})), "message_missing_key")
 
 
 def test_hostile_values_are_shortened_in_messages(tmp_path: Path) -> None:
-    message = only_error(
-        check(tmp_path, chat(USER, {"role": "x" * 100_000, "content": "hi"})), "unrecognized_role"
-    )
+    message = only_error(check(tmp_path, chat(USER, {"role": "x" * 100_000, "content": "hi"})), "unrecognized_role")
     assert len(message) < 300 and "..." in message
 
 
@@ -287,9 +282,7 @@ def test_text_content_parts_accepted(tmp_path: Path) -> None:
     ],
 )
 def test_unsupported_content(tmp_path: Path, message: dict[str, Any]) -> None:
-    assert "not supported" in only_error(
-        check(tmp_path, chat(USER, message, ASSISTANT)), "unsupported_content"
-    )
+    assert "not supported" in only_error(check(tmp_path, chat(USER, message, ASSISTANT)), "unsupported_content")
 
 
 def test_example_missing_assistant_message(tmp_path: Path) -> None:
@@ -304,9 +297,7 @@ def test_weight_0_and_1_accepted_on_assistant(tmp_path: Path, weight: int) -> No
 
 @pytest.mark.parametrize("weight", [2, -1, True, 1.0, "1"])
 def test_bad_weight_values_rejected(tmp_path: Path, weight: Any) -> None:
-    assert "0 or 1" in only_error(
-        check(tmp_path, chat(USER, {**ASSISTANT, "weight": weight})), "invalid_weight"
-    )
+    assert "0 or 1" in only_error(check(tmp_path, chat(USER, {**ASSISTANT, "weight": weight})), "invalid_weight")
 
 
 def test_weight_on_user_rejected(tmp_path: Path) -> None:
@@ -409,9 +400,7 @@ def test_missing_user_and_system_warnings(tmp_path: Path) -> None:
     assert report.ok
     warnings = {w.code: w for w in report.warnings}
     assert set(warnings) == {"missing_user_message", "missing_system_message"}
-    assert (
-        warnings["missing_user_message"].line == 3 and "(lines 3)" in warnings["missing_user_message"].message
-    )
+    assert warnings["missing_user_message"].line == 3 and "(lines 3)" in warnings["missing_user_message"].message
     assert warnings["missing_system_message"].message.startswith("1 example(s)")
 
 
@@ -429,9 +418,7 @@ def dpo(**overrides: Any) -> dict[str, Any]:
 
 def test_dpo_valid(tmp_path: Path) -> None:
     tool_input = {"messages": [USER], "tools": TOOLS, "parallel_tool_calls": True}
-    lines = [dpo()] * 9 + [
-        dpo(input=tool_input, preferred_output=[{"role": "assistant", "tool_calls": [CALL]}])
-    ]
+    lines = [dpo()] * 9 + [dpo(input=tool_input, preferred_output=[{"role": "assistant", "tool_calls": [CALL]}])]
     report = validate_file(write(tmp_path, lines), "dpo")
     assert report.ok, report.errors
 

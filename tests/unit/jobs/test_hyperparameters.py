@@ -7,10 +7,24 @@ import pytest
 from openft.jobs.hyperparameters import auto_batch_size, auto_n_epochs, resolve
 
 
-@pytest.mark.parametrize(("n", "epochs"), [
-    (1, 25), (4, 25), (5, 20), (10, 10), (12, 8), (33, 3), (34, 3), (100, 3), (8333, 3), (8334, 2),
-    (12_500, 2), (25_000, 1), (100_000, 1),
-])
+@pytest.mark.parametrize(
+    ("n", "epochs"),
+    [
+        (1, 25),
+        (4, 25),
+        (5, 20),
+        (10, 10),
+        (12, 8),
+        (33, 3),
+        (34, 3),
+        (100, 3),
+        (8333, 3),
+        (8334, 2),
+        (12_500, 2),
+        (25_000, 1),
+        (100_000, 1),
+    ],
+)
 def test_auto_n_epochs(n: int, epochs: int) -> None:
     assert auto_n_epochs(n) == epochs
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+
 from openft.jobs import status as st
 
 
 def test_lifecycle_paths() -> None:
     path = [st.VALIDATING, st.QUEUED, st.RUNNING, st.SUCCEEDED]
-    assert all(st.can_transition(a, b) for a, b in zip(path, path[1:], strict=False))
+    assert all(st.can_transition(a, b) for a, b in itertools.pairwise(path))
     assert st.can_transition(st.RUNNING, st.PAUSED) and st.can_transition(st.PAUSED, st.QUEUED)
     for terminal in st.TERMINAL:
         assert not any(st.can_transition(terminal, other) for other in st.TRANSITIONS)

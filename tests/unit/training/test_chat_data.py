@@ -31,9 +31,7 @@ def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def trained_text(tokenizer: Any, example: dict[str, Any]) -> str:
     tokens = tokenize_example(example, tokenizer)
     assert len(tokens.input_ids) == len(tokens.labels)
-    assert all(
-        label in (IGNORE_INDEX, token) for token, label in zip(tokens.input_ids, tokens.labels, strict=True)
-    )
+    assert all(label in (IGNORE_INDEX, token) for token, label in zip(tokens.input_ids, tokens.labels, strict=True))
     return tokenizer.decode(
         [t for t, label in zip(tokens.input_ids, tokens.labels, strict=True) if label != IGNORE_INDEX]
     )
@@ -50,18 +48,14 @@ def test_only_assistant_tokens_have_labels_end_of_turn_included(tokenizer: Any) 
     assert tokenizer.decode(tokens.input_ids) == rendered
     assert trained_text(tokenizer, example) == ANSWER + "<|im_end|>\n"
     # Everything before the assistant's content (system, user, the assistant header) is masked.
-    prompt = tokenizer.apply_chat_template(
-        example["messages"][:2], tokenize=False, add_generation_prompt=True
-    )
+    prompt = tokenizer.apply_chat_template(example["messages"][:2], tokenize=False, add_generation_prompt=True)
     n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
     assert set(tokens.labels[:n_prompt]) == {IGNORE_INDEX}
     assert IGNORE_INDEX not in tokens.labels[n_prompt:]
 
 
 def test_weight_zero_assistant_turns_are_not_trained(tokenizer: Any) -> None:
-    example = chat(
-        ("user", "Hi"), ("assistant", "Bad answer"), ("user", "Again"), ("assistant", "Good answer")
-    )
+    example = chat(("user", "Hi"), ("assistant", "Bad answer"), ("user", "Again"), ("assistant", "Good answer"))
     example["messages"][1]["weight"] = 0
     assert trained_text(tokenizer, example) == "Good answer<|im_end|>\n"
     example["messages"][3]["weight"] = 0

@@ -38,9 +38,7 @@ def examples(tiny: tuple[Any, Any]) -> list[TokenizedExample]:
 
 def separate_logits(model: Any, examples: list[TokenizedExample]) -> torch.Tensor:
     with torch.no_grad():
-        return torch.cat(
-            [model(input_ids=torch.tensor([e.input_ids]), use_cache=False).logits[0] for e in examples]
-        )
+        return torch.cat([model(input_ids=torch.tensor([e.input_ids]), use_cache=False).logits[0] for e in examples])
 
 
 def test_pack_restarts_positions_and_shifts_labels_within_each_example(

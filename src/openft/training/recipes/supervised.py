@@ -114,9 +114,7 @@ def run(spec: TrainingSpec, events: EventWriter) -> None:
     # 4. Train: AdamW, linear warmup then linear decay to 0, gradient clipping.
     optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=0.0)
     warmup_steps = round(spec.warmup_ratio * total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, warmup_steps, total_steps)
-    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup_steps, total_steps))
     history: list[dict[str, Any]] = []
     saved_steps: list[int] = []
     step = trained_tokens = 0
@@ -207,9 +205,7 @@ def resolve_base_model(model_id: str) -> BaseModel:
     if base is not None:
         return base
     if Path(model_id).is_dir():
-        return BaseModel(
-            id=model_id, source="local", path=model_id, context_length=2048, lora_learning_rate=2e-4
-        )
+        return BaseModel(id=model_id, source="local", path=model_id, context_length=2048, lora_learning_rate=2e-4)
     raise ValueError(f"unknown base model {model_id!r}")
 
 
@@ -246,9 +242,7 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def _load(
-    path: str, tokenizer: Any, max_seq_len: int, events: EventWriter, purpose: str
-) -> list[TokenizedExample]:
+def _load(path: str, tokenizer: Any, max_seq_len: int, events: EventWriter, purpose: str) -> list[TokenizedExample]:
     """Tokenize a file, reporting truncated examples and dropping those with nothing to train on."""
     try:
         examples, truncated = load_chat_examples(path, tokenizer, max_seq_len)
@@ -318,9 +312,7 @@ def batch_loss(model: Any, batch: PackedBatch) -> tuple[torch.Tensor, int, int]:
     """
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder = getattr(causal_lm, causal_lm.base_model_prefix)
-    hidden = decoder(
-        input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False
-    ).last_hidden_state
+    hidden = decoder(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).last_hidden_state
     where = batch.targets != IGNORE_INDEX
     targets = batch.targets[where]
     logits = causal_lm.get_output_embeddings()(hidden[where]).float()
