@@ -213,3 +213,39 @@ def test_cancel_stops_training_within_seconds(live_server: LiveServer) -> None:
     events = _events(client, job.id)
     assert events[0].message == f"Created fine-tuning job: {job.id}" and any(e.type == "metrics" for e in events)
     assert "Fine-tuning job cancelled" in [e.message for e in events]
+
+
+def _cli(live_server: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "openft", *args, "--base-url", live_server.base_url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_follow_exits_with_the_job_outcome(live_server: LiveServer, finished_job: tuple[Any, list[Any]]) -> None:
+    job, _ = finished_job
+    done = _cli(live_server, "jobs", "follow", job.id)
+    assert done.returncode == 0, done.stderr
+    assert f"{job.id}: succeeded {job.fine_tuned_model}" in done.stdout
+    client = live_server.client()
+    failed = client.fine_tuning.jobs.create(model=TINY, training_file=_upload(client, "broken_line7.jsonl"))
+    result = _cli(live_server, "jobs", "follow", failed.id)
+    assert result.returncode == 1 and f"{failed.id}: failed" in result.stdout
+    listed = _cli(live_server, "jobs", "list")
+    assert job.id in listed.stdout and failed.id in listed.stdout
+
+
+def test_serve_refuses_a_public_address_without_keys() -> None:
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "openft", "serve", "--host", "0.0.0.0", "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "--insecure" in result.stderr

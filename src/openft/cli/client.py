@@ -160,7 +160,7 @@ def follow_job(client: Any, job_id: str, *, poll: float = 1.0, echo: Any = conso
 def jobs_follow(job_id: str, base_url: BaseUrl = DEFAULT_URL) -> None:
     """Follow a job to its end; exit 0 when it succeeds, 1 otherwise."""
     job = follow_job(make_client(base_url), job_id)
-    console.print(f"{job.id}: {job.status} {job.fine_tuned_model or ''}")
+    typer.echo(f"{job.id}: {job.status} {job.fine_tuned_model or ''}".rstrip())
     raise typer.Exit(0 if job.status == "succeeded" else 1)
 
 

@@ -27,6 +27,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     worker: Annotated[bool, typer.Option("--worker/--no-worker", help="Run an embedded worker.")] = True,
+    insecure: Annotated[bool, typer.Option(help="Allow a non-loopback address without API keys.")] = False,
 ) -> None:
     """Run the API (and, by default, a worker) until interrupted."""
     import uvicorn
@@ -35,6 +36,10 @@ def serve(
 
     _logging()
     settings = Settings(host=host, port=port)
+    if not settings.is_loopback and not insecure:
+        # Without keys every caller is the local user: exposing that on a network needs consent.
+        console.print(f"[red]Refusing to listen on {host} without API keys; pass --insecure to do it anyway.[/]")
+        raise typer.Exit(2)
     app = create_app(settings, embedded_worker=worker)
     console.print(f"openft serving on http://{host}:{port}/v1 (data in {settings.home})")
     uvicorn.run(app, host=host, port=port, log_level="warning")
