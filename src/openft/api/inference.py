@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import threading
 import time
-from collections.abc import Iterator
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from openft import ids
 from openft.api.deps import PrincipalDep, RegistryDep
-from openft.errors import InvalidRequest
-from openft.serving.backend import Generation, SamplingParams
+from openft.errors import InvalidRequest, OpenFTError
+from openft.serving.backend import Generation, SamplingParams, StreamDelta
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["inference"])
 
 
@@ -83,29 +90,84 @@ async def create_chat_completion(
     served = await run_in_threadpool(registry.resolve, principal, body.model)
     params = body.sampling(body.max_completion_tokens)
     backend = await run_in_threadpool(_backend, request)
-    gen: Generation = await run_in_threadpool(backend.chat, served, body.messages, params, tools=body.tools)
     cid, created = ids.new_completion_id(), int(time.time())
-    if not body.stream:
-        return {
-            "id": cid, "object": "chat.completion", "created": created, "model": body.model,
-            "choices": [
-                {"index": i, "message": {"role": "assistant", "content": c.text, "refusal": None},
-                 "finish_reason": c.finish_reason, "logprobs": None}
-                for i, c in enumerate(gen.choices)
-            ],
-            "usage": _usage(gen), "system_fingerprint": None,
-        }
-    # Generated whole, then sent as SSE chunks in the streaming wire format.
-    base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": body.model}
-    chunks: list[dict[str, Any]] = []
-    for i, c in enumerate(gen.choices):
-        chunks.append({**base, "choices": [{"index": i, "delta": {"role": "assistant", "content": c.text},
-                                            "finish_reason": None}], "usage": None})
-        chunks.append({**base, "choices": [{"index": i, "delta": {}, "finish_reason": c.finish_reason}],
-                       "usage": None})
-    if (body.stream_options or {}).get("include_usage"):
-        chunks.append({**base, "choices": [], "usage": _usage(gen)})
-    return _sse(chunks)
+    if body.stream:
+        cancel = threading.Event()
+        # Raises bad requests here, before the response starts; generation then runs in the backend's thread.
+        deltas: Iterator[StreamDelta] = await run_in_threadpool(
+            functools.partial(backend.stream_chat, served, body.messages, params, tools=body.tools, cancel=cancel)
+        )
+        base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": body.model}
+        include_usage = bool((body.stream_options or {}).get("include_usage"))
+        # The background task also ends generation when the client left before the first chunk was sent.
+        return StreamingResponse(_chat_events(request, deltas, cancel, base, include_usage),
+                                 media_type="text/event-stream", background=BackgroundTask(cancel.set))
+    gen: Generation = await run_in_threadpool(backend.chat, served, body.messages, params, tools=body.tools)
+    return {
+        "id": cid, "object": "chat.completion", "created": created, "model": body.model,
+        "choices": [
+            {"index": i, "message": {"role": "assistant", "content": c.text, "refusal": None},
+             "finish_reason": c.finish_reason, "logprobs": None}
+            for i, c in enumerate(gen.choices)
+        ],
+        "usage": _usage(gen), "system_fingerprint": None,
+    }
+
+
+_NO_MORE = object()
+
+
+def _next(it: Iterator[StreamDelta]) -> Any:
+    return next(it, _NO_MORE)
+
+
+async def _chat_events(
+    request: Request, deltas: Iterator[StreamDelta], cancel: threading.Event, base: dict[str, Any],
+    include_usage: bool,
+) -> AsyncIterator[str]:
+    """SSE lines of ``chat.completion.chunk`` objects, each sent as soon as the backend yields its text.
+
+    Ends the generation (``cancel``) when the client goes away: starlette cancels this generator on
+    ``http.disconnect``, and the disconnect is also checked between chunks.
+    """
+
+    def event(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> str:
+        return f"data: {json.dumps({**base, 'choices': choices, 'usage': usage})}\n\n"
+
+    def piece(index: int, delta: dict[str, Any], finish: str | None = None) -> str:
+        return event([{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}])
+
+    started = {0}
+    try:
+        yield piece(0, {"role": "assistant", "content": ""})
+        while True:
+            try:
+                item = await anyio.to_thread.run_sync(_next, deltas)
+            except Exception as exc:  # the status line is sent: report the failure in the stream
+                log.exception("streamed generation failed")
+                message = str(exc) if isinstance(exc, OpenFTError) else "The server had an error while generating."
+                yield f"data: {json.dumps({'error': {'message': message, 'type': 'server_error'}})}\n\n"
+                return
+            if item is _NO_MORE:
+                break
+            if await request.is_disconnected():
+                return
+            if item.usage is not None:
+                if include_usage:
+                    prompt, completion = item.usage
+                    yield event([], {"prompt_tokens": prompt, "completion_tokens": completion,
+                                     "total_tokens": prompt + completion})
+                continue
+            if item.index not in started:
+                started.add(item.index)
+                yield piece(item.index, {"role": "assistant", "content": ""})
+            if item.text:
+                yield piece(item.index, {"content": item.text})
+            if item.finish_reason is not None:
+                yield piece(item.index, {}, item.finish_reason)
+        yield "data: [DONE]\n\n"
+    finally:
+        cancel.set()  # a no-op once generation has ended
 
 
 @router.post("/completions", response_model=None)

@@ -5,6 +5,8 @@ Pure Python (no torch): the API process imports this module before any model is 
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -70,6 +72,24 @@ class Generation:
         return self.prompt_tokens + self.completion_tokens
 
 
+@dataclass(frozen=True)
+class StreamDelta:
+    """One step of a streamed generation.
+
+    A stream yields, per choice in index order, text pieces, then one item with that choice's
+    ``finish_reason``; its last item has ``usage`` set (and no text) once every choice is done.
+    """
+
+    index: int = 0
+    """The choice the text belongs to."""
+    text: str = ""
+    """New text (possibly empty), never past a stop string."""
+    finish_reason: FinishReason | None = None
+    """Set on the choice's last item."""
+    usage: tuple[int, int] | None = None
+    """``(prompt_tokens, completion_tokens)`` on the stream's very last item, counted as ``Generation`` does."""
+
+
 class Backend(Protocol):
     """Generates text for a served model, loading its weights and adapter on first use.
 
@@ -85,6 +105,22 @@ class Backend(Protocol):
         *,
         tools: list[dict[str, Any]] | None = None,
     ) -> Generation: ...
+
+    def stream_chat(
+        self,
+        model: ServedModel,
+        messages: list[dict[str, Any]],
+        params: SamplingParams,
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[StreamDelta]:
+        """``chat`` as it is generated: ``StreamDelta`` items, the last one with ``usage``.
+
+        Bad requests raise when called, before the first item. Setting ``cancel`` (or closing the
+        iterator) stops generation within about one token; the iterator then ends without ``usage``.
+        """
+        ...
 
     def complete(self, model: ServedModel, prompt: str, params: SamplingParams) -> Generation: ...
 

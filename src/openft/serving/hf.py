@@ -11,6 +11,7 @@ transformers and peft are imported when a model is first served.
 * Sampling follows OpenAI: ``temperature`` 0 is greedy (``n`` copies of one answer), no top-k, and
   ``presence_penalty`` / ``frequency_penalty`` are applied exactly as OpenAI documents them (to the
   logits of tokens already generated in this choice), not approximated by ``repetition_penalty``.
+* ``stream_chat`` (in ``hf_stream``) sends chat text as it is generated, holding the same lock.
 * ``seed`` seeds torch's global RNG for the one generate call (then restores it). Sampled generations
   share one process-wide RNG lock so that a concurrent request on another base cannot draw from the
   RNG mid-way; greedy generations never take it.
@@ -18,6 +19,7 @@ transformers and peft are imported when a model is first served.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -25,13 +27,21 @@ import re
 import threading
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from openft.errors import InvalidRequest, ModelNotFound, OpenFTError
 from openft.models.catalog import BaseModel
-from openft.serving.backend import Choice, FinishReason, Generation, SamplingParams, ServedModel
+from openft.serving.backend import (
+    Choice,
+    FinishReason,
+    Generation,
+    SamplingParams,
+    ServedModel,
+    StreamDelta,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -111,22 +121,22 @@ class HFBackend:
         _check_params(params)
         with self._lock(model.base.id):
             state = self._ensure_base(model.base)
-            template = state.tokenizer.chat_template
-            if not template:
-                raise InvalidRequest(
-                    f"The model `{model.id}` has no chat template; use /v1/completions.", param="model"
-                )
-            rendered = _normalise_messages(messages, has_developer="developer" in str(template))
-            try:
-                text = state.tokenizer.apply_chat_template(
-                    rendered, tools=tools, add_generation_prompt=True, tokenize=False
-                )
-            except Exception as exc:  # jinja2 errors raised by templates ("roles must alternate", ...)
-                raise InvalidRequest(
-                    f"The chat template rejected the messages: {exc}", param="messages"
-                ) from exc
-            ids = state.tokenizer(text, add_special_tokens=False)["input_ids"]
+            ids = self._chat_ids(state, model, messages, tools)
             return self._generate(state, model, ids, params, prompt_param="messages")
+
+    def stream_chat(
+        self,
+        model: ServedModel,
+        messages: list[dict[str, Any]],
+        params: SamplingParams,
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[StreamDelta]:
+        """``chat`` token by token (see ``openft.serving.hf_stream``); raises what ``chat`` raises, up front."""
+        from openft.serving.hf_stream import stream_chat
+
+        return stream_chat(self, model, messages, params, tools=tools, cancel=cancel)
 
     def complete(self, model: ServedModel, prompt: str, params: SamplingParams) -> Generation:
         """Continue ``prompt`` as raw text (the tokenizer adds BOS where it normally does).
@@ -285,6 +295,28 @@ class HFBackend:
 
     # -- generation ------------------------------------------------------------------------------
 
+    @staticmethod
+    def _chat_ids(
+        state: _Loaded, model: ServedModel, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+    ) -> list[int]:
+        """The prompt token ids of ``messages`` rendered through the chat template (caller holds the lock)."""
+        template = state.tokenizer.chat_template
+        if not template:
+            raise InvalidRequest(
+                f"The model `{model.id}` has no chat template; use /v1/completions.", param="model"
+            )
+        rendered = _normalise_messages(messages, has_developer="developer" in str(template))
+        try:
+            text = state.tokenizer.apply_chat_template(
+                rendered, tools=tools, add_generation_prompt=True, tokenize=False
+            )
+        except Exception as exc:  # jinja2 errors raised by templates ("roles must alternate", ...)
+            raise InvalidRequest(
+                f"The chat template rejected the messages: {exc}", param="messages"
+            ) from exc
+        ids = state.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return list(ids)
+
     def _generate(
         self,
         state: _Loaded,
@@ -297,6 +329,31 @@ class HFBackend:
         """Run generate for ``ids`` (caller holds the base lock) and cut the answers into choices."""
         import torch
 
+        prompt_tokens = len(ids)
+        adapter, kwargs = self._prepare(state, served, ids, params, prompt_param=prompt_param)
+        sample = params.temperature > 0
+        stop = [s for s in params.stop if s]
+        if sample:
+            kwargs["num_return_sequences"] = params.n
+        input_ids = torch.tensor([ids], device=state.device)
+        with _rng(state, params):
+            out = _run_generate(state, adapter, input_ids, kwargs)
+
+        choices: list[Choice] = []
+        completion_tokens = 0
+        for row in out[:, prompt_tokens:].tolist():
+            choice, used = self._decode(state, row, stop)
+            choices.append(choice)
+            completion_tokens += used
+        if not sample:  # greedy: n identical answers
+            choices *= params.n
+            completion_tokens *= params.n
+        return Generation(choices=choices, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+
+    def _prepare(
+        self, state: _Loaded, served: ServedModel, ids: list[int], params: SamplingParams, *, prompt_param: str
+    ) -> tuple[str | None, dict[str, Any]]:
+        """Check the context window, load the adapter (caller holds the lock); its name and generate kwargs."""
         context = served.base.context_length
         prompt_tokens = len(ids)
         room = context - prompt_tokens
@@ -311,10 +368,8 @@ class HFBackend:
                 code="context_length_exceeded",
             )
         adapter = self._ensure_adapter(state, served)
-        model = state.model
         sample = params.temperature > 0
-        stop = [s for s in params.stop if s]
-        processors, criteria = _helpers(state.tokenizer, prompt_tokens, stop, params)
+        processors, criteria = _helpers(state.tokenizer, prompt_tokens, [s for s in params.stop if s], params)
         kwargs: dict[str, Any] = {
             "max_new_tokens": max_new,
             "eos_token_id": state.eos_ids,
@@ -326,42 +381,8 @@ class HFBackend:
         }
         if sample:
             # OpenAI has no top-k: switch off transformers' default of 50 (and any from generation_config).
-            kwargs.update(
-                temperature=params.temperature, top_p=params.top_p, top_k=0, num_return_sequences=params.n
-            )
-        input_ids = torch.tensor([ids], device=state.device)
-        inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
-
-        def run() -> Any:
-            with torch.inference_mode():
-                if adapter is None and state.adapters:  # a PeftModel: run the plain base weights
-                    with model.disable_adapter():
-                        return model.generate(**inputs, **kwargs)
-                if adapter is not None:
-                    model.set_adapter(adapter)
-                return model.generate(**inputs, **kwargs)
-
-        if sample:
-            devices: list[int] = []
-            if state.device.type == "cuda":
-                devices = [torch.cuda.current_device() if state.device.index is None else state.device.index]
-            with _RNG_LOCK, torch.random.fork_rng(devices=devices):
-                if params.seed is not None:
-                    torch.manual_seed(params.seed)
-                out = run()
-        else:
-            out = run()
-
-        choices: list[Choice] = []
-        completion_tokens = 0
-        for row in out[:, prompt_tokens:].tolist():
-            choice, used = self._decode(state, row, stop)
-            choices.append(choice)
-            completion_tokens += used
-        if not sample:  # greedy: n identical answers
-            choices *= params.n
-            completion_tokens *= params.n
-        return Generation(choices=choices, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        return adapter, kwargs
 
     @staticmethod
     def _decode(state: _Loaded, row: list[int], stop: list[str]) -> tuple[Choice, int]:
@@ -382,6 +403,38 @@ class HFBackend:
             text = text[: min(cuts)]
         reason: FinishReason = "stop" if cuts or hit_eos else "length"
         return Choice(text=text, finish_reason=reason), used
+
+
+def _run_generate(state: _Loaded, adapter: str | None, input_ids: Any, kwargs: dict[str, Any]) -> Any:
+    """``generate`` on the base weights or with ``adapter`` active (caller holds the base lock)."""
+    import torch
+
+    model = state.model
+    inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+    with torch.inference_mode():
+        if adapter is None and state.adapters:  # a PeftModel: run the plain base weights
+            with model.disable_adapter():
+                return model.generate(**inputs, **kwargs)
+        if adapter is not None:
+            model.set_adapter(adapter)
+        return model.generate(**inputs, **kwargs)
+
+
+@contextlib.contextmanager
+def _rng(state: _Loaded, params: SamplingParams) -> Iterator[None]:
+    """For sampling: hold the process-wide RNG lock, seed torch's RNG (if asked), restore it afterwards."""
+    if params.temperature <= 0:
+        yield
+        return
+    import torch
+
+    devices: list[int] = []
+    if state.device.type == "cuda":
+        devices = [torch.cuda.current_device() if state.device.index is None else state.device.index]
+    with _RNG_LOCK, torch.random.fork_rng(devices=devices):
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        yield
 
 
 def _check_params(params: SamplingParams) -> None:
