@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from openft.cli import export
 from openft.settings import Settings
 
 console = Console(stderr=True)
@@ -89,4 +90,5 @@ def register(app: typer.Typer) -> None:
     app.command()(serve)
     app.command("worker")(run_worker)
     app.add_typer(db_app, name="db")
+    export.register(models_app)
     app.add_typer(models_app, name="models")
