@@ -1,7 +1,15 @@
-"""/v1/chat/completions and /v1/completions over the serving backend (torch is imported on first use)."""
+"""/v1/chat/completions and /v1/completions over the serving backend (torch is imported on first use).
+
+Chat tool calls: with ``tools`` in the request (and ``tool_choice`` not ``"none"``), ``<tool_call>{json}
+</tool_call>`` blocks in the generated text become the message's ``tool_calls`` and ``finish_reason`` is
+``tool_calls``. A streamed answer with tools is buffered per choice and sent whole when that choice ends
+(content, then one ``delta.tool_calls`` chunk per call). ``logprobs``/``top_logprobs`` are returned on
+non-streamed chat completions; a streamed request accepts and ignores them.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -22,6 +30,7 @@ from openft import ids
 from openft.api.deps import PrincipalDep, RegistryDep
 from openft.errors import InvalidRequest, OpenFTError
 from openft.serving.backend import Generation, SamplingParams, StreamDelta
+from openft.serving.tool_calls import parse_tool_calls
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["inference"])
@@ -58,6 +67,36 @@ class ChatCompletionRequest(_SamplingFields):
     messages: list[dict[str, Any]] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+    def wants_tool_calls(self) -> bool:
+        """Whether generated ``<tool_call>`` blocks are turned into ``tool_calls``."""
+        return bool(self.tools) and self.tool_choice != "none"
+
+    def logprobs_count(self) -> int | None:
+        """``SamplingParams.logprobs``: None when off (or streamed), else the number of alternatives."""
+        if self.top_logprobs is not None and not self.logprobs:
+            raise InvalidRequest("top_logprobs requires logprobs to be true.", param="top_logprobs")
+        if not self.logprobs or self.stream:
+            return None
+        return self.top_logprobs or 0
+
+
+def message_from_text(text: str, finish_reason: str, tools_requested: bool) -> tuple[dict[str, Any], str]:
+    """The assistant ``message`` of a non-streamed choice and its ``finish_reason``.
+
+    With ``tools_requested`` and tool calls in ``text``: ``content`` is the rest of the text (or None),
+    ``tool_calls`` holds the calls and the finish reason is ``tool_calls``.
+    """
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    if not tools_requested:
+        return message, finish_reason
+    content, calls = parse_tool_calls(text)
+    if not calls:
+        return message, finish_reason
+    return {**message, "content": content, "tool_calls": calls}, "tool_calls"
 
 
 class CompletionRequest(_SamplingFields):
@@ -88,7 +127,8 @@ async def create_chat_completion(
     request: Request, principal: PrincipalDep, registry: RegistryDep, body: ChatCompletionRequest
 ) -> dict[str, Any] | StreamingResponse:
     served = await run_in_threadpool(registry.resolve, principal, body.model)
-    params = body.sampling(body.max_completion_tokens)
+    params = dataclasses.replace(body.sampling(body.max_completion_tokens), logprobs=body.logprobs_count())
+    tools_requested = body.wants_tool_calls()
     backend = await run_in_threadpool(_backend, request)
     cid, created = ids.new_completion_id(), int(time.time())
     if body.stream:
@@ -100,17 +140,17 @@ async def create_chat_completion(
         base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": body.model}
         include_usage = bool((body.stream_options or {}).get("include_usage"))
         # The background task also ends generation when the client left before the first chunk was sent.
-        return StreamingResponse(_chat_events(request, deltas, cancel, base, include_usage),
+        return StreamingResponse(_chat_events(request, deltas, cancel, base, include_usage, tools_requested),
                                  media_type="text/event-stream", background=BackgroundTask(cancel.set))
     gen: Generation = await run_in_threadpool(backend.chat, served, body.messages, params, tools=body.tools)
+    choices = []
+    for i, c in enumerate(gen.choices):
+        message, finish = message_from_text(c.text, c.finish_reason, tools_requested)
+        logprobs = None if params.logprobs is None else {"content": c.logprobs or [], "refusal": None}
+        choices.append({"index": i, "message": message, "finish_reason": finish, "logprobs": logprobs})
     return {
         "id": cid, "object": "chat.completion", "created": created, "model": body.model,
-        "choices": [
-            {"index": i, "message": {"role": "assistant", "content": c.text, "refusal": None},
-             "finish_reason": c.finish_reason, "logprobs": None}
-            for i, c in enumerate(gen.choices)
-        ],
-        "usage": _usage(gen), "system_fingerprint": None,
+        "choices": choices, "usage": _usage(gen), "system_fingerprint": None,
     }
 
 
@@ -123,9 +163,12 @@ def _next(it: Iterator[StreamDelta]) -> Any:
 
 async def _chat_events(
     request: Request, deltas: Iterator[StreamDelta], cancel: threading.Event, base: dict[str, Any],
-    include_usage: bool,
+    include_usage: bool, tools_requested: bool = False,
 ) -> AsyncIterator[str]:
     """SSE lines of ``chat.completion.chunk`` objects, each sent as soon as the backend yields its text.
+
+    With ``tools_requested`` each choice's text is held back until it ends, then sent as at most one
+    content chunk followed by one ``tool_calls`` chunk per call found.
 
     Ends the generation (``cancel``) when the client goes away: starlette cancels this generator on
     ``http.disconnect``, and the disconnect is also checked between chunks.
@@ -138,6 +181,7 @@ async def _chat_events(
         return event([{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}])
 
     started = {0}
+    held: dict[int, list[str]] = {}
     try:
         yield piece(0, {"role": "assistant", "content": ""})
         while True:
@@ -161,10 +205,21 @@ async def _chat_events(
             if item.index not in started:
                 started.add(item.index)
                 yield piece(item.index, {"role": "assistant", "content": ""})
-            if item.text:
+            if item.text and tools_requested:
+                held.setdefault(item.index, []).append(item.text)
+            elif item.text:
                 yield piece(item.index, {"content": item.text})
             if item.finish_reason is not None:
-                yield piece(item.index, {}, item.finish_reason)
+                finish: str = item.finish_reason
+                if tools_requested:
+                    content, calls = parse_tool_calls("".join(held.pop(item.index, [])))
+                    if content:
+                        yield piece(item.index, {"content": content})
+                    for k, call in enumerate(calls):
+                        yield piece(item.index, {"tool_calls": [{"index": k, **call}]})
+                    if calls:
+                        finish = "tool_calls"
+                yield piece(item.index, {}, finish)
         yield "data: [DONE]\n\n"
     finally:
         cancel.set()  # a no-op once generation has ended

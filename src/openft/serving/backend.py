@@ -46,6 +46,9 @@ class SamplingParams:
     """Subtracted once from the logit of every token already generated (-2 to 2)."""
     frequency_penalty: float = 0.0
     """Subtracted from a token's logit once per time it was already generated (-2 to 2)."""
+    logprobs: int | None = None
+    """None: no logprobs; 0..20: return each generated token's logprob with that many top alternatives
+    (``Backend.chat`` and ``complete`` only; streams ignore it)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,9 @@ class Choice:
     text: str
     finish_reason: FinishReason
     """``stop``: the model ended its turn or a stop string was found; ``length``: ``max_tokens`` was hit."""
+    logprobs: list[dict[str, Any]] | None = None
+    """With ``SamplingParams.logprobs`` set: one OpenAI ``{"token", "logprob", "bytes", "top_logprobs"}``
+    entry per generated token of ``text`` (the end-of-turn token not included)."""
 
 
 @dataclass(frozen=True)

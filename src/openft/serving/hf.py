@@ -20,6 +20,7 @@ transformers and peft are imported when a model is first served.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -335,14 +336,25 @@ class HFBackend:
         stop = [s for s in params.stop if s]
         if sample:
             kwargs["num_return_sequences"] = params.n
+        want_logprobs = params.logprobs is not None
+        if want_logprobs:
+            kwargs.update(output_scores=True, return_dict_in_generate=True)
         input_ids = torch.tensor([ids], device=state.device)
         with _rng(state, params):
             out = _run_generate(state, adapter, input_ids, kwargs)
+        scores = None
+        if want_logprobs:
+            scores, out = out.scores, out.sequences
 
         choices: list[Choice] = []
         completion_tokens = 0
-        for row in out[:, prompt_tokens:].tolist():
-            choice, used = self._decode(state, row, stop)
+        for r, row in enumerate(out[:, prompt_tokens:].tolist()):
+            choice, used = self._decode(state, list(row), stop)
+            if scores is not None:
+                entries = _token_logprobs(state, _kept_tokens(state, row), scores, r, params.logprobs or 0)
+                if stop:
+                    entries = _within(entries, choice.text)
+                choice = dataclasses.replace(choice, logprobs=entries)
             choices.append(choice)
             completion_tokens += used
         if not sample:  # greedy: n identical answers
@@ -405,6 +417,53 @@ class HFBackend:
         return Choice(text=text, finish_reason=reason), used
 
 
+def _kept_tokens(state: _Loaded, row: list[int]) -> list[int]:
+    """The tokens of a generated row that make up its text: before the first EOS, without end padding."""
+    for i, token in enumerate(row):
+        if token in state.eos_ids:
+            return row[:i]
+    row = list(row)
+    while row and row[-1] == state.pad_id:
+        row.pop()
+    return row
+
+
+def _token_logprobs(state: _Loaded, tokens: list[int], scores: Any, row: int, top: int) -> list[dict[str, Any]]:
+    """OpenAI ``logprobs.content`` entries for ``tokens`` from generate's per-step processed ``scores``.
+
+    The log-probabilities are those of the distribution actually sampled from (after penalties,
+    temperature and top-p); tokens that distribution excludes get OpenAI's floor of -9999.0.
+    """
+    import torch
+
+    def entry(token_id: int, logprob: float) -> dict[str, Any]:
+        text = state.tokenizer.decode([token_id])
+        value = logprob if logprob > -9999.0 else -9999.0  # also maps -inf
+        return {"token": text, "logprob": value, "bytes": list(text.encode("utf-8"))}
+
+    out: list[dict[str, Any]] = []
+    for step, token in enumerate(tokens):
+        logp = torch.log_softmax(scores[step][row].float(), dim=-1)
+        item = entry(token, float(logp[token]))
+        alternatives: list[dict[str, Any]] = []
+        if top:
+            values, indices = torch.topk(logp, k=min(top, logp.shape[-1]))
+            alternatives = [entry(int(i), float(v)) for v, i in zip(values.tolist(), indices.tolist(), strict=True)]
+        out.append({**item, "top_logprobs": alternatives})
+    return out
+
+
+def _within(entries: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
+    """The entries of the tokens that start inside ``text`` (the answer may be cut at a stop string)."""
+    kept, length = [], 0
+    for item in entries:
+        if length >= len(text):
+            break
+        kept.append(item)
+        length += len(item["token"])
+    return kept
+
+
 def _run_generate(state: _Loaded, adapter: str | None, input_ids: Any, kwargs: dict[str, Any]) -> Any:
     """``generate`` on the base weights or with ``adapter`` active (caller holds the base lock)."""
     import torch
@@ -448,6 +507,8 @@ def _check_params(params: SamplingParams) -> None:
         raise InvalidRequest("top_p must be greater than 0 and at most 1.", param="top_p")
     if len(params.stop) > MAX_STOP or not all(isinstance(s, str) for s in params.stop):
         raise InvalidRequest(f"stop must be a string or a list of up to {MAX_STOP} strings.", param="stop")
+    if params.logprobs is not None and not 0 <= params.logprobs <= 20:
+        raise InvalidRequest("top_logprobs must be between 0 and 20.", param="top_logprobs")
     for name in ("presence_penalty", "frequency_penalty"):
         if not -2 <= getattr(params, name) <= 2:
             raise InvalidRequest(f"{name} must be between -2 and 2.", param=name)
