@@ -4,6 +4,7 @@ export plain transformers can load, both giving the same logits as base + adapte
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ from openft.models.catalog import TINY_CHAT, BaseModel, find_base_model
 from openft.models.loader import load_model_and_tokenizer
 from openft.serving.backend import ServedModel
 from openft.serving.export import MARKER, export_model
+from openft.store import open_store
+from openft.store.rows import JobRow
 
 FT_ID = "ft:openft/tiny-chat:personal::abcdefgh"
 CHAT = [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi there!"}]
@@ -66,8 +69,12 @@ def reference_logits(tiny: BaseModel, models_dir: Path, adapter_dir: Path, input
 
 
 def test_peft_export_loads_with_peft_and_names_the_catalog_base(
-    served: ServedModel, tiny: BaseModel, models_dir: Path, tmp_path: Path,
-    input_ids: torch.Tensor, reference_logits: torch.Tensor,
+    served: ServedModel,
+    tiny: BaseModel,
+    models_dir: Path,
+    tmp_path: Path,
+    input_ids: torch.Tensor,
+    reference_logits: torch.Tensor,
 ) -> None:
     out = export_model(served, models_dir, tmp_path / "peft", fmt="peft")
 
@@ -84,7 +91,11 @@ def test_peft_export_loads_with_peft_and_names_the_catalog_base(
 
 
 def test_merged_export_loads_with_plain_transformers(
-    served: ServedModel, models_dir: Path, tmp_path: Path, input_ids: torch.Tensor, reference_logits: torch.Tensor,
+    served: ServedModel,
+    models_dir: Path,
+    tmp_path: Path,
+    input_ids: torch.Tensor,
+    reference_logits: torch.Tensor,
 ) -> None:
     out = export_model(served, models_dir, tmp_path / "merged", fmt="merged")
 
@@ -108,7 +119,9 @@ def test_base_model_is_refused(tiny: BaseModel, models_dir: Path, tmp_path: Path
 
 
 def test_non_empty_output_is_refused_and_overwrite_replaces_only_a_previous_export(
-    served: ServedModel, models_dir: Path, tmp_path: Path,
+    served: ServedModel,
+    models_dir: Path,
+    tmp_path: Path,
 ) -> None:
     foreign = tmp_path / "foreign"
     foreign.mkdir()
@@ -132,14 +145,36 @@ def test_non_empty_output_is_refused_and_overwrite_replaces_only_a_previous_expo
 
 
 def test_cli_exports_and_prints_the_vllm_command(
-    served: ServedModel, models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    served: ServedModel,
+    models_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     home = tmp_path / "home"
     home.mkdir()
     (home / "models").symlink_to(models_dir)
     monkeypatch.setenv("OPENFT_HOME", str(home))
     monkeypatch.delenv("OPENFT_DATABASE_URL", raising=False)
-    monkeypatch.setattr("openft.serving.registry.ModelRegistry.resolve", lambda self, principal, model_id: served)
+    # A real succeeded job in a real store, with its adapter where the worker would have put it.
+    job_id = "ftjob-export0000000000000001"
+    assert served.adapter_dir is not None
+    shutil.copytree(served.adapter_dir, home / "jobs" / job_id / "adapter")
+    open_store(f"sqlite:///{home / 'openft.db'}").insert_job(
+        JobRow(
+            id=job_id,
+            organization_id="org-personal",
+            model=TINY_CHAT,
+            training_file="file-x",
+            validation_file=None,
+            status="succeeded",
+            method={"type": "supervised"},
+            hyperparameters={},
+            seed=0,
+            model_name=FT_ID,
+            fine_tuned_model=FT_ID,
+            created_at=0,
+        )
+    )
     app = typer.Typer()
     models_app = typer.Typer()
     export_cli.register(models_app)
