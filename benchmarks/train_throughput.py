@@ -1,0 +1,237 @@
+"""Training throughput: openft's SFT recipe vs. TRL's ``SFTTrainer`` with its default settings.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/train_throughput.py [--model openft/tiny-chat|HuggingFaceTB/SmolLM2-135M-Instruct]
+        [--examples N] [--epochs E] [--models-dir DIR]
+
+Both systems train the same base model with the same LoRA (r=16, alpha=32, all linear layers),
+batch size 8, learning rate (the catalog's ``lora_learning_rate``), seed 0, on the same
+deterministic chat JSONL (short user prompts, assistant answers of lognormal length, 10-300 words).
+
+* openft: ``python -m openft.training spec.json`` in a subprocess; real tokens/s is the
+  ``tokens_per_second`` of the last metrics line (trained tokens / seconds spent in training steps).
+* TRL: ``SFTTrainer`` with ``SFTConfig`` defaults (padding to the longest example of each batch,
+  bf16 autocast, gradient checkpointing, ``max_length=1024``), on the model object loaded with
+  ``openft.models.loader.load_model_and_tokenizer``. Real tokens/s = the non-padding tokens of the
+  examples (truncated to the same length as openft's, counted with openft's tokenizer) x epochs,
+  divided by ``train_runtime``.
+
+Prints a table and appends one JSON line to ``benchmarks/results.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+WORDS = (
+    "the model data training token answer question system user assistant learning rate batch epoch "
+    "weights gradient loss adapter layer attention vector matrix memory cache server request response "
+    "file format json line example prompt context length window output input value function class "
+    "method object string number list table result metric accuracy speed time second minute hour day "
+    "simple fast slow large small good better best first last next every each many few some all none "
+    "because therefore however although while when where which what who how why can will should would"
+).split()
+
+
+def build_dataset(path: Path, n: int, seed: int = 0) -> None:
+    rng = random.Random(seed)
+
+    def words(k: int) -> str:
+        text = " ".join(rng.choice(WORDS) for _ in range(k))
+        return text[0].upper() + text[1:] + "."
+
+    with path.open("w", encoding="utf-8") as fh:
+        for _ in range(n):
+            user_words = rng.randint(5, 25)
+            answer_words = int(min(300, max(10, rng.lognormvariate(math.log(60), 0.8))))
+            example = {
+                "messages": [
+                    {"role": "system", "content": "You are a helpful assistant."},
+                    {"role": "user", "content": words(user_words)[:-1] + "?"},
+                    {"role": "assistant", "content": words(answer_words)},
+                ]
+            }
+            fh.write(json.dumps(example) + "\n")
+
+
+def cpu_model_name() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return platform.processor() or "unknown"
+
+
+def run_openft(args: argparse.Namespace, base, data: Path, work: Path) -> dict:
+    from openft.training.spec import TrainingSpec
+
+    out = work / "openft"
+    spec = TrainingSpec(
+        job_id="bench",
+        method="supervised",
+        base_model=base.id,
+        models_dir=str(args.models_dir),
+        training_file=str(data),
+        validation_file=None,
+        output_dir=str(out),
+        n_epochs=args.epochs,
+        batch_size=8,
+        learning_rate_multiplier=1.0,
+        learning_rate=base.lora_learning_rate,
+        seed=0,
+        lora_rank=16,
+        lora_alpha=32,
+        threads=None,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    spec_path = work / "spec.json"
+    spec.write(spec_path)
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "openft.training", str(spec_path)], check=True, cwd=ROOT)
+    wall = time.perf_counter() - started
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines() if line.strip()]
+    metrics = [e for e in events if e["kind"] == "metrics"]
+    if not metrics:
+        raise RuntimeError(f"openft wrote no metrics: {events[-3:]}")
+    last = metrics[-1]
+    tps = last["tokens_per_second"]
+    return {
+        "system": "openft",
+        "real_tokens": last["trained_tokens"],
+        "train_seconds": last["trained_tokens"] / tps,
+        "tokens_per_second": tps,
+        "wall_seconds": wall,
+        "final_train_loss": last["train_loss"],
+    }
+
+
+def run_trl(args: argparse.Namespace, base, data: Path, work: Path) -> dict:
+    import torch
+    from datasets import load_dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    from openft.models.loader import load_model_and_tokenizer
+    from openft.training.chat_data import load_chat_examples
+
+    started = time.perf_counter()
+    model, tokenizer = load_model_and_tokenizer(base, args.models_dir)
+    config = SFTConfig(
+        output_dir=str(work / "trl"),
+        num_train_epochs=args.epochs,
+        per_device_train_batch_size=8,
+        learning_rate=base.lora_learning_rate,
+        seed=0,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=10_000,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    # Real tokens, counted as openft counts them: every token of each example, truncated to the
+    # same length TRL truncates to (its max_length and the model's context, whichever is shorter).
+    max_len = min(base.context_length, config.max_length or base.context_length)
+    examples, _ = load_chat_examples(data, tokenizer, max_len)
+    real_tokens = sum(len(e.input_ids) for e in examples) * args.epochs
+
+    dataset = load_dataset("json", data_files=str(data), split="train")
+    lora = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
+    result = trainer.train()
+    wall = time.perf_counter() - started
+    runtime = result.metrics["train_runtime"]
+    return {
+        "system": "TRL SFTTrainer",
+        "real_tokens": real_tokens,
+        "train_seconds": runtime,
+        "tokens_per_second": real_tokens / runtime,
+        "wall_seconds": wall,
+        "final_train_loss": result.metrics.get("train_loss"),
+        "sft_config": {
+            "bf16": config.bf16,
+            "max_length": config.max_length,
+            "gradient_checkpointing": config.gradient_checkpointing,
+            "packing": config.packing,
+            "padding_free": config.padding_free,
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--model", default="openft/tiny-chat")
+    parser.add_argument("--examples", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--models-dir", type=Path, default=Path.home() / ".openft" / "models")
+    parser.add_argument("--skip-trl", action="store_true", help="measure openft only")
+    args = parser.parse_args()
+
+    import torch
+
+    from openft.models.catalog import find_base_model
+
+    base = find_base_model(args.model)
+    if base is None:
+        sys.exit(f"unknown or unavailable base model: {args.model}")
+    args.models_dir.mkdir(parents=True, exist_ok=True)
+
+    with tempfile.TemporaryDirectory(prefix="openft-bench-") as tmp:
+        work = Path(tmp)
+        data = work / "train.jsonl"
+        build_dataset(data, args.examples)
+        # Build/convert the base model once, so neither system's timing includes it.
+        from openft.models.loader import model_directory
+
+        model_directory(base, args.models_dir)
+        results = [run_openft(args, base, data, work)]
+        if not args.skip_trl:
+            results.append(run_trl(args, base, data, work))
+
+    print()
+    print(f"{args.model}: {args.examples} examples x {args.epochs} epoch(s), batch size 8, LoRA r=16")
+    print(f"{'system':<16} {'real tokens':>12} {'train s':>9} {'wall s':>8} {'real tok/s':>11}")
+    for r in results:
+        print(
+            f"{r['system']:<16} {r['real_tokens']:>12,} {r['train_seconds']:>9.1f} "
+            f"{r['wall_seconds']:>8.1f} {r['tokens_per_second']:>11.1f}"
+        )
+    ratio = None
+    if len(results) == 2:
+        ratio = results[0]["tokens_per_second"] / results[1]["tokens_per_second"]
+        print(f"openft / TRL real tok/s: {ratio:.2f}x")
+
+    record = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu_model_name(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "model": args.model,
+        "examples": args.examples,
+        "epochs": args.epochs,
+        "batch_size": 8,
+        "results": results,
+        "ratio_openft_over_trl": ratio,
+    }
+    with (HERE / "results.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    main()
