@@ -218,7 +218,7 @@ def main() -> None:
         print(f"openft / TRL real tok/s: {ratio:.2f}x")
 
     record = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "cpu": cpu_model_name(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
