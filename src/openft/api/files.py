@@ -12,7 +12,7 @@ from openft.api.deps import FilesDep, PrincipalDep
 from openft.errors import InvalidRequest
 from openft.store.rows import FileRow
 from openft.types.file_object import FileDeleted, FileObject
-from openft.types.shared import CursorPage
+from openft.types.shared import CursorPage, page_of
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 
@@ -61,9 +61,7 @@ def list_files(
 ) -> CursorPage[FileObject]:
     rows, has_more = files.list(principal, purpose=purpose, limit=limit, order=order, after=after)
     data = [file_to_wire(r) for r in rows]
-    return CursorPage(
-        data=data, has_more=has_more, first_id=data[0].id if data else None, last_id=data[-1].id if data else None
-    )
+    return page_of(data, has_more)
 
 
 @router.get("/{file_id}", response_model=FileObject)

@@ -19,7 +19,7 @@ from openft.types.fine_tuning.fine_tuning_job import (
     JobError,
     Method,
 )
-from openft.types.shared import CursorPage
+from openft.types.shared import CursorPage, page_of
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 
@@ -129,6 +129,4 @@ def list_checkpoints(
 ) -> CursorPage[FineTuningJobCheckpoint]:
     rows, has_more = jobs.checkpoints(principal, fine_tuning_job_id, after=after, limit=limit)
     data = [checkpoint_to_wire(r) for r in rows]
-    return CursorPage(
-        data=data, has_more=has_more, first_id=data[0].id if data else None, last_id=data[-1].id if data else None
-    )
+    return page_of(data, has_more)

@@ -58,8 +58,12 @@ class _SamplingFields(BaseModel):
         return SamplingParams(
             max_tokens=max_tokens or self.max_tokens,
             temperature=1.0 if self.temperature is None else self.temperature,
-            top_p=1.0 if self.top_p is None else self.top_p, n=self.n or 1, stop=stop, seed=self.seed,
-            presence_penalty=self.presence_penalty or 0.0, frequency_penalty=self.frequency_penalty or 0.0,
+            top_p=1.0 if self.top_p is None else self.top_p,
+            n=self.n or 1,
+            stop=stop,
+            seed=self.seed,
+            presence_penalty=self.presence_penalty or 0.0,
+            frequency_penalty=self.frequency_penalty or 0.0,
         )
 
 
@@ -105,8 +109,11 @@ class CompletionRequest(_SamplingFields):
 
 
 def _usage(gen: Generation) -> dict[str, int]:
-    return {"prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens,
-            "total_tokens": gen.total_tokens}
+    return {
+        "prompt_tokens": gen.prompt_tokens,
+        "completion_tokens": gen.completion_tokens,
+        "total_tokens": gen.total_tokens,
+    }
 
 
 def _sse(chunks: list[dict[str, Any]]) -> StreamingResponse:
@@ -140,8 +147,11 @@ async def create_chat_completion(
         base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": body.model}
         include_usage = bool((body.stream_options or {}).get("include_usage"))
         # The background task also ends generation when the client left before the first chunk was sent.
-        return StreamingResponse(_chat_events(request, deltas, cancel, base, include_usage, tools_requested),
-                                 media_type="text/event-stream", background=BackgroundTask(cancel.set))
+        return StreamingResponse(
+            _chat_events(request, deltas, cancel, base, include_usage, tools_requested),
+            media_type="text/event-stream",
+            background=BackgroundTask(cancel.set),
+        )
     gen: Generation = await run_in_threadpool(backend.chat, served, body.messages, params, tools=body.tools)
     choices = []
     for i, c in enumerate(gen.choices):
@@ -149,8 +159,13 @@ async def create_chat_completion(
         logprobs = None if params.logprobs is None else {"content": c.logprobs or [], "refusal": None}
         choices.append({"index": i, "message": message, "finish_reason": finish, "logprobs": logprobs})
     return {
-        "id": cid, "object": "chat.completion", "created": created, "model": body.model,
-        "choices": choices, "usage": _usage(gen), "system_fingerprint": None,
+        "id": cid,
+        "object": "chat.completion",
+        "created": created,
+        "model": body.model,
+        "choices": choices,
+        "usage": _usage(gen),
+        "system_fingerprint": None,
     }
 
 
@@ -162,8 +177,12 @@ def _next(it: Iterator[StreamDelta]) -> Any:
 
 
 async def _chat_events(
-    request: Request, deltas: Iterator[StreamDelta], cancel: threading.Event, base: dict[str, Any],
-    include_usage: bool, tools_requested: bool = False,
+    request: Request,
+    deltas: Iterator[StreamDelta],
+    cancel: threading.Event,
+    base: dict[str, Any],
+    include_usage: bool,
+    tools_requested: bool = False,
 ) -> AsyncIterator[str]:
     """SSE lines of ``chat.completion.chunk`` objects, each sent as soon as the backend yields its text.
 
@@ -199,8 +218,10 @@ async def _chat_events(
             if item.usage is not None:
                 if include_usage:
                     prompt, completion = item.usage
-                    yield event([], {"prompt_tokens": prompt, "completion_tokens": completion,
-                                     "total_tokens": prompt + completion})
+                    yield event(
+                        [],
+                        {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+                    )
                 continue
             if item.index not in started:
                 started.add(item.index)
@@ -236,10 +257,18 @@ async def create_completion(
     backend = await run_in_threadpool(_backend, request)
     gen: Generation = await run_in_threadpool(backend.complete, served, prompt, body.sampling())
     cid, created = f"cmpl-{ids.new_completion_id()[9:]}", int(time.time())
-    choices = [{"index": i, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
-               for i, c in enumerate(gen.choices)]
-    body_out = {"id": cid, "object": "text_completion", "created": created, "model": body.model,
-                "choices": choices, "usage": _usage(gen)}
+    choices = [
+        {"index": i, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
+        for i, c in enumerate(gen.choices)
+    ]
+    body_out = {
+        "id": cid,
+        "object": "text_completion",
+        "created": created,
+        "model": body.model,
+        "choices": choices,
+        "usage": _usage(gen),
+    }
     if not body.stream:
         return body_out
     chunks: list[dict[str, Any]] = [{**body_out, "usage": None}]

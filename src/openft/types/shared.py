@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Generic, Literal, TypeVar
+from typing import Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -28,3 +28,17 @@ class CursorPage(BaseModel, Generic[T]):
     has_more: bool
     first_id: str | None = None
     last_id: str | None = None
+
+
+class _HasId(Protocol):
+    id: str
+
+
+P = TypeVar("P", bound=_HasId)
+
+
+def page_of(data: list[P], has_more: bool) -> CursorPage[P]:
+    """A page whose ``first_id``/``last_id`` name its first and last items (None when empty)."""
+    return CursorPage(
+        data=data, has_more=has_more, first_id=data[0].id if data else None, last_id=data[-1].id if data else None
+    )
