@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/train_throughput.py [--model openft/tiny-chat|HuggingFaceTB/SmolLM2-135M-Instruct]
-        [--examples N] [--epochs E] [--models-dir DIR]
+    .venv/bin/python -m benchmarks.train_throughput [--model openft/tiny-chat|HuggingFaceTB/SmolLM2-135M-Instruct]
+        [--examples N] [--epochs E] [--models-dir DIR] [--skip-trl] [--skip-peak]
 
 Both systems train the same base model with the same LoRA (r=16, alpha=32, all linear layers),
 batch size 8, learning rate (the catalog's ``lora_learning_rate``), seed 0, on the same
@@ -16,6 +16,15 @@ deterministic chat JSONL (short user prompts, assistant answers of lognormal len
   ``openft.models.loader.load_model_and_tokenizer``. Real tokens/s = the non-padding tokens of the
   examples (truncated to the same length as openft's, counted with openft's tokenizer) x epochs,
   divided by ``train_runtime``.
+
+Like for like: where openft's ``dtype=auto`` trains in fp32 (``openft/tiny-chat``, kept exact for
+tests) while TRL's default autocasts to bf16, openft also runs with ``dtype=bfloat16`` and the
+ratio against TRL uses that run.
+
+MFU: 4 x N x real tokens/s (the LoRA convention: forward 2N plus activation gradients 2N, no weight
+gradients for frozen weights; N = every parameter of the base model, the tied LM head included,
+attention score FLOPs left out) divided by the matmul peak of the dtype the run computes in,
+measured in the same run (``benchmarks/matmul_peak.py``).
 
 Prints a table and appends one JSON line to ``benchmarks/results.jsonl``.
 """
@@ -80,10 +89,10 @@ def cpu_model_name() -> str:
     return platform.processor() or "unknown"
 
 
-def run_openft(args: argparse.Namespace, base, data: Path, work: Path) -> dict:
+def run_openft(args: argparse.Namespace, base, data: Path, work: Path, dtype: str = "auto") -> dict:
     from openft.training.spec import TrainingSpec
 
-    out = work / "openft"
+    out = work / f"openft-{dtype}"
     spec = TrainingSpec(
         job_id="bench",
         method="supervised",
@@ -100,12 +109,15 @@ def run_openft(args: argparse.Namespace, base, data: Path, work: Path) -> dict:
         lora_rank=16,
         lora_alpha=32,
         threads=None,
+        dtype=dtype,
     )
     out.mkdir(parents=True, exist_ok=True)
-    spec_path = work / "spec.json"
+    spec_path = work / f"spec-{dtype}.json"
     spec.write(spec_path)
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "openft.training", str(spec_path)], check=True, cwd=ROOT)
+    # A home of its own, so the tokenized-data cache starts empty for every measurement.
+    env = {**os.environ, "OPENFT_HOME": str(work / f"home-{dtype}")}
+    subprocess.run([sys.executable, "-m", "openft.training", str(spec_path)], check=True, cwd=ROOT, env=env)
     wall = time.perf_counter() - started
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines() if line.strip()]
     metrics = [e for e in events if e["kind"] == "metrics"]
@@ -113,8 +125,10 @@ def run_openft(args: argparse.Namespace, base, data: Path, work: Path) -> dict:
         raise RuntimeError(f"openft wrote no metrics: {events[-3:]}")
     last = metrics[-1]
     tps = last["tokens_per_second"]
+    loaded = next((e.get("data") or {} for e in events if "dtype" in (e.get("data") or {})), {})
     return {
-        "system": "openft",
+        "system": "openft" if dtype == "auto" else f"openft ({dtype})",
+        "dtype": loaded.get("dtype", dtype),
         "real_tokens": last["trained_tokens"],
         "train_seconds": last["trained_tokens"] / tps,
         "tokens_per_second": tps,
@@ -159,6 +173,7 @@ def run_trl(args: argparse.Namespace, base, data: Path, work: Path) -> dict:
     runtime = result.metrics["train_runtime"]
     return {
         "system": "TRL SFTTrainer",
+        "dtype": "bfloat16 autocast" if config.bf16 else "float32",
         "real_tokens": real_tokens,
         "train_seconds": runtime,
         "tokens_per_second": real_tokens / runtime,
@@ -174,14 +189,36 @@ def run_trl(args: argparse.Namespace, base, data: Path, work: Path) -> dict:
     }
 
 
-def main() -> None:
+def count_parameters(model_dir: Path) -> int:
+    """Parameters of the model in ``model_dir``, read from its safetensors headers (tied weights once)."""
+    from safetensors import safe_open
+
+    total = 0
+    for path in sorted(model_dir.glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as f:
+            for name in f.keys():
+                total += math.prod(f.get_slice(name).get_shape())
+    return total
+
+
+def mfu(result: dict, n_params: int, peaks: dict) -> float | None:
+    """Model FLOPs utilisation of one run: 4·N·tokens/s over the peak of the dtype it computes in."""
+    compute = "bfloat16" if "bfloat16" in result["dtype"] else "float32"
+    peak = peaks.get(compute, {}).get("peak")
+    return 4 * n_params * result["tokens_per_second"] / (peak * 1e9) if peak else None
+
+
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--model", default="openft/tiny-chat")
     parser.add_argument("--examples", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--models-dir", type=Path, default=Path.home() / ".openft" / "models")
     parser.add_argument("--skip-trl", action="store_true", help="measure openft only")
-    args = parser.parse_args()
+    parser.add_argument("--skip-peak", action="store_true", help="do not measure the matmul peak (no MFU)")
+    parser.add_argument("--peak-seconds", type=float, default=2.0, help="seconds per matmul peak point")
+    parser.add_argument("--results", type=Path, default=None, help="append here instead of benchmarks/results.jsonl")
+    args = parser.parse_args(argv)
 
     import torch
 
@@ -199,38 +236,62 @@ def main() -> None:
         # Build/convert the base model once, so neither system's timing includes it.
         from openft.models.loader import model_directory
 
-        model_directory(base, args.models_dir)
+        model_dir = model_directory(base, args.models_dir)
+        n_params = count_parameters(model_dir)
+        peaks: dict = {}
+        if not args.skip_peak:
+            from benchmarks.matmul_peak import measure_peaks
+
+            peaks = measure_peaks(args.peak_seconds)
         results = [run_openft(args, base, data, work)]
+        if not args.skip_trl and results[0]["dtype"] == "float32":
+            results.append(run_openft(args, base, data, work, dtype="bfloat16"))  # like for like with TRL
         if not args.skip_trl:
             results.append(run_trl(args, base, data, work))
+        for r in results:
+            r["mfu"] = mfu(r, n_params, peaks)
 
     print()
     print(f"{args.model}: {args.examples} examples x {args.epochs} epoch(s), batch size 8, LoRA r=16")
-    print(f"{'system':<16} {'real tokens':>12} {'train s':>9} {'wall s':>8} {'real tok/s':>11}")
+    print(
+        f"{'system':<18} {'dtype':<18} {'real tokens':>12} {'train s':>9} {'wall s':>8} {'real tok/s':>11} {'MFU':>7}"
+    )
     for r in results:
+        share = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
         print(
-            f"{r['system']:<16} {r['real_tokens']:>12,} {r['train_seconds']:>9.1f} "
-            f"{r['wall_seconds']:>8.1f} {r['tokens_per_second']:>11.1f}"
+            f"{r['system']:<18} {r['dtype']:<18} {r['real_tokens']:>12,} {r['train_seconds']:>9.1f} "
+            f"{r['wall_seconds']:>8.1f} {r['tokens_per_second']:>11.1f} {share:>7}"
         )
-    ratio = None
-    if len(results) == 2:
-        ratio = results[0]["tokens_per_second"] / results[1]["tokens_per_second"]
-        print(f"openft / TRL real tok/s: {ratio:.2f}x")
+    if peaks:
+        print(f"matmul peak: fp32 {peaks['float32']['peak']:.0f} GFLOP/s, bf16 {peaks['bfloat16']['peak']:.0f} GFLOP/s")
+    ratio = ratio_auto = None
+    if not args.skip_trl:
+        trl = results[-1]["tokens_per_second"]
+        ratio_auto = results[0]["tokens_per_second"] / trl
+        ratio = results[-2]["tokens_per_second"] / trl  # the bf16 openft run when there are two
+        print(f"openft / TRL real tok/s: {ratio:.2f}x (like for like, bf16 compute in both)")
+        if len(results) == 3:
+            print(f"openft with dtype=auto (fp32) / TRL: {ratio_auto:.2f}x")
 
     record = {
+        "benchmark": "train_throughput",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "cpu": cpu_model_name(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "model": args.model,
+        "parameters": n_params,
+        "matmul_peak_gflops": peaks,
         "examples": args.examples,
         "epochs": args.epochs,
         "batch_size": 8,
         "results": results,
         "ratio_openft_over_trl": ratio,
+        "ratio_openft_auto_over_trl": ratio_auto,
     }
-    with (HERE / "results.jsonl").open("a", encoding="utf-8") as fh:
+    with (args.results or HERE / "results.jsonl").open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")
+    return record
 
 
 if __name__ == "__main__":

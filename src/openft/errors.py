@@ -3,11 +3,14 @@
 ::
 
     OpenFTError                         500 server_error
+    ├── InsufficientStorage             507 server_error / insufficient_storage (disk full)
     ├── InvalidRequest                  400 invalid_request_error
     │   ├── InvalidFileFormat           400 (upload is not JSONL; names the line)
     │   ├── InvalidJobState             400 (e.g. cancelling a finished job)
-    │   └── FileTooLarge                400
+    │   ├── FileTooLarge                400
+    │   └── RequestTooLarge             413 (body over the endpoint's limit, refused before it is read)
     ├── AuthenticationFailed            401 invalid_request_error / invalid_api_key
+    ├── RateLimitExceeded               429 requests / rate_limit_exceeded (with Retry-After)
     └── NotFound                        404 invalid_request_error
         ├── FileNotFound
         ├── JobNotFound
@@ -62,6 +65,28 @@ class InvalidJobState(InvalidRequest):
     """The job is not in a state that allows this operation."""
 
     default_code = "invalid_job_state"
+
+
+class RequestTooLarge(InvalidRequest):
+    """The request body is larger than this endpoint accepts."""
+
+    http_status = 413
+    default_code = "request_too_large"
+
+
+class RateLimitExceeded(OpenFTError):
+    """Rate limit reached; please try again later."""
+
+    http_status = 429
+    error_type = "requests"
+    default_code = "rate_limit_exceeded"
+
+
+class InsufficientStorage(OpenFTError):
+    """The server is out of disk space; nothing was stored. Retry later."""
+
+    http_status = 507
+    default_code = "insufficient_storage"
 
 
 class AuthenticationFailed(OpenFTError):

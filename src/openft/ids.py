@@ -29,6 +29,22 @@ def new_checkpoint_id() -> str:
     return f"ftckpt-{_random(24)}"
 
 
+def new_upload_id() -> str:
+    return f"upload_{_random(24)}"
+
+
+def new_upload_part_id() -> str:
+    return f"part_{_random(24)}"
+
+
+def new_permission_id() -> str:
+    return f"cp_{_random(24)}"
+
+
+def new_api_key_id() -> str:
+    return f"key_{_random(24)}"
+
+
 def new_completion_id() -> str:
     return f"chatcmpl-{_random(29)}"
 
@@ -57,6 +73,10 @@ _ID_PATTERNS = {
     "file": re.compile(r"^file-[A-Za-z0-9]{1,64}$"),
     "event": re.compile(r"^ftevent-[A-Za-z0-9]{1,64}$"),
     "checkpoint": re.compile(r"^ftckpt-[A-Za-z0-9]{1,64}$"),
+    "upload": re.compile(r"^upload_[A-Za-z0-9]{1,64}$"),
+    "upload_part": re.compile(r"^part_[A-Za-z0-9]{1,64}$"),
+    "permission": re.compile(r"^cp_[A-Za-z0-9]{1,64}$"),
+    "api_key": re.compile(r"^key_[A-Za-z0-9]{1,64}$"),
 }
 
 

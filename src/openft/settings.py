@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,14 +40,80 @@ class Settings(BaseSettings):
     max_job_attempts: int = 3
     """A job whose worker died is re-queued this many times before it fails."""
 
+    save_state_every_steps: int | None = None
+    """Steps between full-state checkpoints within an epoch (what a re-queued or resumed job continues
+    from); unset: every ``save_state_every_seconds``. A full state is also saved at every epoch end."""
+
+    save_state_every_seconds: float = 60.0
+    """Wall-clock seconds between full-state checkpoints within an epoch when no step interval is set:
+    a crash loses at most this much training (saves are spaced so they cost at most ~5% of it)."""
+
+    stop_grace_seconds: float = 120.0
+    """How long a pause (or a worker shutting down, which waits at most 10 s) lets the training
+    process finish its step and save its state before it is killed."""
+
     training_threads: int | None = None
     """torch threads in the training process; default: all cores."""
 
     serving_threads: int | None = None
     """torch threads for inference in the server process; default: all cores."""
 
+    serving_adapter_budget_mb: float = 1024
+    """Most megabytes of LoRA adapter weights kept loaded per base model; least recently used go first."""
+
+    serving_max_adapters: int = 64
+    """Most LoRA adapters kept loaded per base model."""
+
+    serving_batch_window_ms: float = 5
+    """How long an idle model waits for more requests to start decoding them together."""
+
+    serving_max_batch_rows: int = 32
+    """Most answers (choices) one base model decodes at once; later requests wait for a free row."""
+
+    python_grader_timeout_seconds: float = 30.0
+    """Wall-clock and CPU limit of one python grader run (``/v1/fine_tuning/alpha/graders/run``)."""
+
     organization_id: str = "org-personal"
     """Owner of everything on a single-user install (no API keys configured)."""
+
+    max_request_bytes: int = 8 * 1024 * 1024
+    """Largest request body (JSON) accepted; larger ones get 413 before they are read."""
+
+    max_upload_part_bytes: int = 64 * 1024 * 1024
+    """Largest part of an Upload (``POST /v1/uploads/{id}/parts``; OpenAI's limit)."""
+
+    max_upload_bytes: int = 8 * 1024 * 1024 * 1024
+    """Largest Upload (``POST /v1/uploads`` ``bytes``; OpenAI's limit)."""
+
+    upload_expiry_seconds: int = 3600
+    """An Upload not completed within this long expires; its parts are deleted."""
+
+    max_examples_per_file: int = 1_000_000
+    """A training or validation file with more examples fails validation."""
+
+    max_active_jobs_per_organization: int = 50
+    """Jobs an organization may have validating, queued, running or paused at once (more: 429)."""
+
+    requests_per_minute: int = 3000
+    """Requests per minute per API key (more: 429 with ``Retry-After``); 0 turns the limit off."""
+
+    executor: Literal["local", "ray"] = "local"
+    """Where a worker runs training: ``local`` (a child process) or ``ray`` (a Ray actor; ``RAY_ADDRESS``
+    names the cluster, else a local Ray is started)."""
+
+    ray_num_cpus: int | None = None
+    """CPUs of the local Ray started when ``RAY_ADDRESS`` is unset; default: all cores."""
+
+    ray_train_workers: int = 0
+    """Ray Train data-parallel workers per job (``ray`` executor); 0 or 1 runs one process, more use
+    TorchTrainer with DDP (one GPU each when ``ray_gpus_per_worker`` > 0)."""
+
+    ray_gpus_per_worker: float = 0.0
+    """GPUs a Ray training process asks for (each Ray Train worker gets this many)."""
+
+    storage_url: str | None = None
+    """fsspec URL of the blob storage shared by API replicas and workers (``s3://bucket/openft``,
+    ``gs://...``, ``file:///shared/openft``); unset: blobs stay under ``home`` (see ``store/blobs.py``)."""
 
     @property
     def sqlalchemy_url(self) -> str:

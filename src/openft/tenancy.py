@@ -9,3 +9,5 @@ from dataclasses import dataclass
 class Principal:
     organization_id: str
     project_id: str | None = None
+    key_id: str | None = None
+    """The API key that authenticated the request; None for the local single-user default."""

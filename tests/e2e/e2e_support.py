@@ -44,7 +44,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> I
         [sys.executable, "-m", "openft", "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
+    deadline = time.time() + 180  # a busy machine can take minutes to import the server
     while True:
         try:
             if httpx.get(f"{url}/health", timeout=1).status_code == 200:

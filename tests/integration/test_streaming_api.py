@@ -41,9 +41,7 @@ def test_stream_matches_the_non_streamed_answer(client: OpenAI, params: dict[str
     text = "".join(c.choices[0].delta.content or "" for c in body)
     assert text == reply.choices[0].message.content
     assert sum(1 for c in body if c.choices[0].delta.content) >= 2  # sent token by token
-    assert [c.choices[0].finish_reason for c in body if c.choices[0].finish_reason] == [
-        reply.choices[0].finish_reason
-    ]
+    assert [c.choices[0].finish_reason for c in body if c.choices[0].finish_reason] == [reply.choices[0].finish_reason]
     assert body[-1].choices[0].finish_reason is not None
     assert usage.choices == [] and usage.usage is not None and reply.usage is not None
     assert usage.usage.prompt_tokens == reply.usage.prompt_tokens

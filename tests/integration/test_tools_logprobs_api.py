@@ -68,10 +68,47 @@ def test_logprobs(client: OpenAI) -> None:
     no_top = client.chat.completions.create(model=TINY, messages=HI, max_tokens=3, temperature=0, logprobs=True)
     assert no_top.choices[0].logprobs is not None
     assert all(t.top_logprobs == [] for t in no_top.choices[0].logprobs.content or [])
-    # Streamed: accepted and ignored.
+    # Streamed: each content chunk carries the entries of its tokens; together they are the same entries.
     chunks = list(
         client.chat.completions.create(
-            model=TINY, messages=HI, max_tokens=3, temperature=0, logprobs=True, top_logprobs=2, stream=True
+            model=TINY, messages=HI, max_tokens=5, temperature=0, logprobs=True, top_logprobs=3, stream=True
         )
     )
-    assert all(c.choices[0].logprobs is None for c in chunks)
+    streamed = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content or []]
+    assert [(t.token, t.logprob) for t in streamed] == [(t.token, t.logprob) for t in content]
+    assert all(len(t.top_logprobs) == 3 for t in streamed)
+    for c in chunks:
+        if c.choices and c.choices[0].delta.content:
+            assert c.choices[0].logprobs is not None
+            assert "".join(t.token for t in c.choices[0].logprobs.content or []) == c.choices[0].delta.content
+
+
+def test_completions_logprobs_and_stream(client: OpenAI) -> None:
+    reply = client.completions.create(model=TINY, prompt="Once upon", max_tokens=6, temperature=0, logprobs=2)
+    choice = reply.choices[0]
+    assert choice.logprobs is not None and reply.usage is not None
+    assert "".join(choice.logprobs.tokens or []) == choice.text
+    assert len(choice.logprobs.token_logprobs or []) == len(choice.logprobs.tokens or [])
+    assert all(len(top) == 2 for top in choice.logprobs.top_logprobs or [])
+    assert (choice.logprobs.text_offset or [None])[0] == len("Once upon")
+
+    chunks = list(
+        client.completions.create(
+            model=TINY,
+            prompt="Once upon",
+            max_tokens=6,
+            temperature=0,
+            logprobs=2,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    *body, usage = chunks
+    assert {c.object for c in chunks} == {"text_completion"} and len({c.id for c in chunks}) == 1
+    assert "".join(c.choices[0].text for c in body) == choice.text
+    assert sum(1 for c in body if c.choices[0].text) >= 2  # sent as generated, not as one block
+    assert [c.choices[0].finish_reason for c in body if c.choices[0].finish_reason] == [choice.finish_reason]
+    tokens = [t for c in body for t in (c.choices[0].logprobs.tokens or [] if c.choices[0].logprobs else [])]
+    assert tokens == choice.logprobs.tokens
+    assert usage.choices == [] and usage.usage is not None
+    assert usage.usage.completion_tokens == reply.usage.completion_tokens

@@ -83,10 +83,16 @@ def test_a_live_worker_keeps_its_job(store: Store, settings: Settings) -> None:
 
 
 def test_migrations_are_idempotent(settings: Settings, tmp_path: Path) -> None:
+    from alembic.script import ScriptDirectory
+
     from openft.store.database import create_db_engine
-    from openft.store.migrate import current_revision, upgrade_database
+    from openft.store.migrate import alembic_config, current_revision, upgrade_database
 
     engine = create_db_engine(settings.sqlalchemy_url)
-    upgrade_database(engine)
-    upgrade_database(engine)
+    head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+    # An install created at the first revision upgrades in place, and upgrading twice is a no-op.
+    upgrade_database(engine, "0001")
     assert current_revision(engine) == "0001"
+    upgrade_database(engine)
+    upgrade_database(engine)
+    assert current_revision(engine) == head != "0001"

@@ -11,13 +11,21 @@ from typing import Any
 from fastapi import FastAPI
 
 from openft import __version__
-from openft.api import files, fine_tuning, inference, models
+from openft.api import checkpoint_permissions, dashboard, files, fine_tuning, inference, models, uploads
+from openft.api import graders as grader_routes
+from openft.api import webhooks as webhook_routes
+from openft.api.auth import AuthMiddleware
 from openft.api.errors import install_error_handlers
+from openft.api.limits import BodySizeLimit, RejectControlCharacters, body_limit_for
+from openft.api.openapi import install_openapi
 from openft.files.service import FileService
+from openft.files.uploads import UploadService
 from openft.jobs.service import JobService
+from openft.serving.permissions import CheckpointPermissions
 from openft.serving.registry import ModelRegistry
 from openft.settings import Settings
 from openft.store import open_store
+from openft.store.keys import KeyStore
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +43,15 @@ class _LazyBackend:
             if self._backend is None:
                 from openft.serving.hf import HFBackend
 
-                self._backend = HFBackend(self._settings.models_dir, threads=self._settings.serving_threads)
+                settings = self._settings
+                self._backend = HFBackend(
+                    settings.models_dir,
+                    threads=settings.serving_threads,
+                    adapter_budget_mb=settings.serving_adapter_budget_mb,
+                    max_adapters=settings.serving_max_adapters,
+                    batch_window_ms=settings.serving_batch_window_ms,
+                    max_batch_rows=settings.serving_max_batch_rows,
+                )
             return self._backend
 
     def if_loaded(self) -> Any:
@@ -73,9 +89,23 @@ def create_app(settings: Settings, *, embedded_worker: bool = True) -> FastAPI:
     app.state.registry = ModelRegistry(settings, store)
     app.state.backend = lazy_backend
     app.state.backend_if_loaded = lazy_backend.if_loaded
+    app.state.keys = KeyStore(store)
+    app.state.uploads = UploadService(settings, store, file_service)
+    app.state.uploads.sweep_expired(force=True)
+    app.state.permissions = CheckpointPermissions(store)
     install_error_handlers(app)
     for module in (files, fine_tuning, models, inference):
         app.include_router(module.router)
+    app.include_router(webhook_routes.router)
+    app.include_router(uploads.router)
+    app.include_router(checkpoint_permissions.router)
+    app.include_router(grader_routes.router)
+    # The last added runs first: authenticate before reading any of the body.
+    app.add_middleware(BodySizeLimit, limit_for=body_limit_for(settings))
+    app.add_middleware(RejectControlCharacters)
+    app.add_middleware(AuthMiddleware, keys=app.state.keys, settings=settings)
+    install_openapi(app)
+    app.include_router(dashboard.router)  # last: its pages live at the root
 
     @app.get("/health", include_in_schema=False)
     def health() -> dict[str, str]:

@@ -8,7 +8,9 @@ from fastapi import Depends, Request
 
 from openft.api.auth import authenticate
 from openft.files.service import FileService
+from openft.files.uploads import UploadService
 from openft.jobs.service import JobService
+from openft.serving.permissions import CheckpointPermissions
 from openft.serving.registry import ModelRegistry
 from openft.settings import Settings
 from openft.store import Store
@@ -35,9 +37,19 @@ def _registry(request: Request) -> ModelRegistry:
     return request.app.state.registry  # type: ignore[no-any-return]
 
 
+def _uploads(request: Request) -> UploadService:
+    return request.app.state.uploads  # type: ignore[no-any-return]
+
+
+def _permissions(request: Request) -> CheckpointPermissions:
+    return request.app.state.permissions  # type: ignore[no-any-return]
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 StoreDep = Annotated[Store, Depends(_store)]
 FilesDep = Annotated[FileService, Depends(_files)]
 JobsDep = Annotated[JobService, Depends(_jobs)]
 RegistryDep = Annotated[ModelRegistry, Depends(_registry)]
 PrincipalDep = Annotated[Principal, Depends(authenticate)]
+UploadsDep = Annotated[UploadService, Depends(_uploads)]
+PermissionsDep = Annotated[CheckpointPermissions, Depends(_permissions)]

@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from openft.errors import OpenFTError
@@ -51,6 +52,14 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     return _envelope(exc.status_code, message, type_, None, None, dict(exc.headers or {}))
 
 
+async def _unstorable(_request: Request, exc: Exception) -> JSONResponse:
+    # Input that passed validation but that the database refuses (NUL, unpaired surrogates, oversized text)
+    # is still the caller's mistake, not a server error.
+    log.info("request refused by the database: %s", exc.__class__.__name__)
+    message = "The request contains text the server cannot store (NUL characters, unpaired surrogates or too long)."
+    return _envelope(400, message, "invalid_request_error", None, "invalid_value")
+
+
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return _envelope(500, "The server had an error while processing your request.", "server_error", None, None)
@@ -60,4 +69,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(OpenFTError, _openft_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DataError, _unstorable)
+    app.add_exception_handler(UnicodeEncodeError, _unstorable)
     app.add_exception_handler(Exception, _unexpected)

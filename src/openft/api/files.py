@@ -74,7 +74,11 @@ def delete_file(principal: PrincipalDep, files: FilesDep, file_id: str) -> FileD
     return FileDeleted(id=files.delete(principal, file_id).id, deleted=True)
 
 
-@router.get("/{file_id}/content")
+@router.get(
+    "/{file_id}/content",
+    response_class=FileResponse,
+    responses={200: {"description": "The file's bytes", "content": {"application/octet-stream": {}, "text/csv": {}}}},
+)
 def download_file(principal: PrincipalDep, files: FilesDep, file_id: str) -> FileResponse:
     row = files.get(principal, file_id)
     media = "text/csv" if row.filename.endswith(".csv") else "application/octet-stream"

@@ -1,4 +1,4 @@
-"""/v1/fine_tuning/jobs: create, list, retrieve, cancel, events, checkpoints."""
+"""/v1/fine_tuning/jobs: create, list, retrieve, cancel, pause, resume, events, checkpoints."""
 
 from __future__ import annotations
 
@@ -105,6 +105,16 @@ def retrieve_job(principal: PrincipalDep, jobs: JobsDep, fine_tuning_job_id: str
 @router.post("/{fine_tuning_job_id}/cancel", response_model=FineTuningJob)
 def cancel_job(principal: PrincipalDep, jobs: JobsDep, fine_tuning_job_id: str) -> FineTuningJob:
     return job_to_wire(jobs.cancel(principal, fine_tuning_job_id))
+
+
+@router.post("/{fine_tuning_job_id}/pause", response_model=FineTuningJob)
+def pause_job(principal: PrincipalDep, jobs: JobsDep, fine_tuning_job_id: str) -> FineTuningJob:
+    return job_to_wire(jobs.pause(principal, fine_tuning_job_id))
+
+
+@router.post("/{fine_tuning_job_id}/resume", response_model=FineTuningJob)
+def resume_job(principal: PrincipalDep, jobs: JobsDep, fine_tuning_job_id: str) -> FineTuningJob:
+    return job_to_wire(jobs.resume(principal, fine_tuning_job_id))
 
 
 @router.get("/{fine_tuning_job_id}/events", response_model=CursorPage[FineTuningJobEvent])

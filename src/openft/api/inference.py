@@ -1,25 +1,25 @@
 """/v1/chat/completions and /v1/completions over the serving backend (torch is imported on first use).
 
-Chat tool calls: with ``tools`` in the request (and ``tool_choice`` not ``"none"``), ``<tool_call>{json}
-</tool_call>`` blocks in the generated text become the message's ``tool_calls`` and ``finish_reason`` is
-``tool_calls``. A streamed answer with tools is buffered per choice and sent whole when that choice ends
-(content, then one ``delta.tool_calls`` chunk per call). ``logprobs``/``top_logprobs`` are returned on
-non-streamed chat completions; a streamed request accepts and ignores them.
+* Optional parameters this server does not use (``logit_bias``, ``user``, ``store``, ``metadata``,
+  ``parallel_tool_calls``, ``service_tier``...) are accepted and ignored.
+* ``response_format``: ``json_object`` constrains decoding to one JSON object; ``json_schema`` gets the
+  same constraint (valid JSON object; the schema itself is not enforced); ``text`` is the default.
+* Chat tool calls: with ``tools`` in the request (and ``tool_choice`` not ``"none"``), ``<tool_call>{json}
+  </tool_call>`` blocks in the generated text become the message's ``tool_calls`` and ``finish_reason`` is
+  ``tool_calls``. A streamed answer with tools is buffered per choice and sent whole when that choice ends.
+* ``logprobs`` (chat: ``logprobs`` + ``top_logprobs``; legacy: ``logprobs`` 0-5) on streamed and
+  non-streamed answers. Legacy ``echo`` puts the prompt before each choice's text (no logprobs for
+  the prompt's tokens).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import json
-import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Literal
 
-import anyio
-import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,22 +28,21 @@ from starlette.concurrency import run_in_threadpool
 
 from openft import ids
 from openft.api.deps import PrincipalDep, RegistryDep
-from openft.errors import InvalidRequest, OpenFTError
+from openft.api.inference_streams import chat_events, completion_events, completion_logprobs
+from openft.errors import InvalidRequest
 from openft.serving.backend import Generation, SamplingParams, StreamDelta
 from openft.serving.tool_calls import parse_tool_calls
 
-log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["inference"])
 
 
 class _SamplingFields(BaseModel):
-    # Optional parameters this server does not use (logit_bias, user, store...) are accepted and ignored.
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow")  # unused optional parameters are accepted and ignored
     model: str
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    n: int | None = Field(default=None, ge=1, le=16)
+    n: int | None = Field(default=None, ge=1, le=128)
     stop: str | list[str] | None = None
     seed: int | None = None
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
@@ -51,12 +50,12 @@ class _SamplingFields(BaseModel):
     stream: bool | None = False
     stream_options: dict[str, Any] | None = None
 
-    def sampling(self, max_tokens: int | None = None) -> SamplingParams:
+    def sampling(self, max_tokens: int | None, logprobs: int | None, response_format: str = "text") -> SamplingParams:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         if len(stop) > 4:
             raise InvalidRequest("stop can have at most 4 sequences.", param="stop")
         return SamplingParams(
-            max_tokens=max_tokens or self.max_tokens,
+            max_tokens=max_tokens,
             temperature=1.0 if self.temperature is None else self.temperature,
             top_p=1.0 if self.top_p is None else self.top_p,
             n=self.n or 1,
@@ -64,7 +63,17 @@ class _SamplingFields(BaseModel):
             seed=self.seed,
             presence_penalty=self.presence_penalty or 0.0,
             frequency_penalty=self.frequency_penalty or 0.0,
+            logprobs=logprobs,
+            response_format="json_object" if response_format == "json_object" else "text",
         )
+
+    def include_usage(self) -> bool:
+        return bool((self.stream_options or {}).get("include_usage"))
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["text", "json_object", "json_schema"]
 
 
 class ChatCompletionRequest(_SamplingFields):
@@ -74,18 +83,32 @@ class ChatCompletionRequest(_SamplingFields):
     tool_choice: str | dict[str, Any] | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    response_format: ResponseFormat | None = None
 
     def wants_tool_calls(self) -> bool:
         """Whether generated ``<tool_call>`` blocks are turned into ``tool_calls``."""
         return bool(self.tools) and self.tool_choice != "none"
 
-    def logprobs_count(self) -> int | None:
-        """``SamplingParams.logprobs``: None when off (or streamed), else the number of alternatives."""
+    def params(self) -> SamplingParams:
         if self.top_logprobs is not None and not self.logprobs:
             raise InvalidRequest("top_logprobs requires logprobs to be true.", param="top_logprobs")
-        if not self.logprobs or self.stream:
-            return None
-        return self.top_logprobs or 0
+        logprobs = (self.top_logprobs or 0) if self.logprobs else None
+        kind = self.response_format.type if self.response_format else "text"
+        return self.sampling(
+            self.max_completion_tokens or self.max_tokens, logprobs, "json_object" if kind != "text" else "text"
+        )
+
+
+class CompletionRequest(_SamplingFields):
+    prompt: str | list[str]
+    max_tokens: int | None = Field(default=16, ge=1)
+    logprobs: int | None = Field(default=None, ge=0, le=5)
+    echo: bool | None = False
+
+    def text(self) -> str:
+        if isinstance(self.prompt, list) and len(self.prompt) != 1:
+            raise InvalidRequest("Only one prompt per request is supported.", param="prompt")
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
 
 def message_from_text(text: str, finish_reason: str, tools_requested: bool) -> tuple[dict[str, Any], str]:
@@ -103,11 +126,6 @@ def message_from_text(text: str, finish_reason: str, tools_requested: bool) -> t
     return {**message, "content": content, "tool_calls": calls}, "tool_calls"
 
 
-class CompletionRequest(_SamplingFields):
-    prompt: str | list[str]
-    max_tokens: int | None = Field(default=16, ge=1)
-
-
 def _usage(gen: Generation) -> dict[str, int]:
     return {
         "prompt_tokens": gen.prompt_tokens,
@@ -116,17 +134,13 @@ def _usage(gen: Generation) -> dict[str, int]:
     }
 
 
-def _sse(chunks: list[dict[str, Any]]) -> StreamingResponse:
-    def lines() -> Iterator[str]:
-        for chunk in chunks:
-            yield f"data: {json.dumps(chunk)}\n\n"
-        yield "data: [DONE]\n\n"
-
-    return StreamingResponse(lines(), media_type="text/event-stream")
-
-
 def _backend(request: Request) -> Any:
     return request.app.state.backend()
+
+
+def _event_stream(events: Any, cancel: threading.Event) -> StreamingResponse:
+    # The background task also ends generation when the client left before the first chunk was sent.
+    return StreamingResponse(events, media_type="text/event-stream", background=BackgroundTask(cancel.set))
 
 
 @router.post("/chat/completions", response_model=None)
@@ -134,24 +148,33 @@ async def create_chat_completion(
     request: Request, principal: PrincipalDep, registry: RegistryDep, body: ChatCompletionRequest
 ) -> dict[str, Any] | StreamingResponse:
     served = await run_in_threadpool(registry.resolve, principal, body.model)
-    params = dataclasses.replace(body.sampling(body.max_completion_tokens), logprobs=body.logprobs_count())
+    params = body.params()
     tools_requested = body.wants_tool_calls()
     backend = await run_in_threadpool(_backend, request)
     cid, created = ids.new_completion_id(), int(time.time())
     if body.stream:
         cancel = threading.Event()
-        # Raises bad requests here, before the response starts; generation then runs in the backend's thread.
+        # Raises bad requests here, before the response starts; generation then runs in the backend's engine.
         deltas: Iterator[StreamDelta] = await run_in_threadpool(
             functools.partial(backend.stream_chat, served, body.messages, params, tools=body.tools, cancel=cancel)
         )
-        base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": body.model}
-        include_usage = bool((body.stream_options or {}).get("include_usage"))
-        # The background task also ends generation when the client left before the first chunk was sent.
-        return StreamingResponse(
-            _chat_events(request, deltas, cancel, base, include_usage, tools_requested),
-            media_type="text/event-stream",
-            background=BackgroundTask(cancel.set),
+        base = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": body.model,
+            "system_fingerprint": None,
+        }
+        events = chat_events(
+            request,
+            deltas,
+            cancel,
+            base,
+            include_usage=body.include_usage(),
+            tools_requested=tools_requested,
+            logprobs=params.logprobs is not None,
         )
+        return _event_stream(events, cancel)
     gen: Generation = await run_in_threadpool(backend.chat, served, body.messages, params, tools=body.tools)
     choices = []
     for i, c in enumerate(gen.choices):
@@ -169,109 +192,40 @@ async def create_chat_completion(
     }
 
 
-_NO_MORE = object()
-
-
-def _next(it: Iterator[StreamDelta]) -> Any:
-    return next(it, _NO_MORE)
-
-
-async def _chat_events(
-    request: Request,
-    deltas: Iterator[StreamDelta],
-    cancel: threading.Event,
-    base: dict[str, Any],
-    include_usage: bool,
-    tools_requested: bool = False,
-) -> AsyncIterator[str]:
-    """SSE lines of ``chat.completion.chunk`` objects, each sent as soon as the backend yields its text.
-
-    With ``tools_requested`` each choice's text is held back until it ends, then sent as at most one
-    content chunk followed by one ``tool_calls`` chunk per call found.
-
-    Ends the generation (``cancel``) when the client goes away: starlette cancels this generator on
-    ``http.disconnect``, and the disconnect is also checked between chunks.
-    """
-
-    def event(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> str:
-        return f"data: {json.dumps({**base, 'choices': choices, 'usage': usage})}\n\n"
-
-    def piece(index: int, delta: dict[str, Any], finish: str | None = None) -> str:
-        return event([{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}])
-
-    started = {0}
-    held: dict[int, list[str]] = {}
-    try:
-        yield piece(0, {"role": "assistant", "content": ""})
-        while True:
-            try:
-                item = await anyio.to_thread.run_sync(_next, deltas)
-            except Exception as exc:  # the status line is sent: report the failure in the stream
-                log.exception("streamed generation failed")
-                message = str(exc) if isinstance(exc, OpenFTError) else "The server had an error while generating."
-                yield f"data: {json.dumps({'error': {'message': message, 'type': 'server_error'}})}\n\n"
-                return
-            if item is _NO_MORE:
-                break
-            if await request.is_disconnected():
-                return
-            if item.usage is not None:
-                if include_usage:
-                    prompt, completion = item.usage
-                    yield event(
-                        [],
-                        {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
-                    )
-                continue
-            if item.index not in started:
-                started.add(item.index)
-                yield piece(item.index, {"role": "assistant", "content": ""})
-            if item.text and tools_requested:
-                held.setdefault(item.index, []).append(item.text)
-            elif item.text:
-                yield piece(item.index, {"content": item.text})
-            if item.finish_reason is not None:
-                finish: str = item.finish_reason
-                if tools_requested:
-                    content, calls = parse_tool_calls("".join(held.pop(item.index, [])))
-                    if content:
-                        yield piece(item.index, {"content": content})
-                    for k, call in enumerate(calls):
-                        yield piece(item.index, {"tool_calls": [{"index": k, **call}]})
-                    if calls:
-                        finish = "tool_calls"
-                yield piece(item.index, {}, finish)
-        yield "data: [DONE]\n\n"
-    finally:
-        cancel.set()  # a no-op once generation has ended
-
-
 @router.post("/completions", response_model=None)
 async def create_completion(
     request: Request, principal: PrincipalDep, registry: RegistryDep, body: CompletionRequest
 ) -> dict[str, Any] | StreamingResponse:
-    if isinstance(body.prompt, list) and len(body.prompt) != 1:
-        raise InvalidRequest("Only one prompt per request is supported.", param="prompt")
-    prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
+    prompt = body.text()
     served = await run_in_threadpool(registry.resolve, principal, body.model)
+    params = body.sampling(body.max_tokens, body.logprobs)
     backend = await run_in_threadpool(_backend, request)
-    gen: Generation = await run_in_threadpool(backend.complete, served, prompt, body.sampling())
     cid, created = f"cmpl-{ids.new_completion_id()[9:]}", int(time.time())
+    base = {"id": cid, "object": "text_completion", "created": created, "model": body.model, "system_fingerprint": None}
+    if body.stream:
+        cancel = threading.Event()
+        deltas: Iterator[StreamDelta] = await run_in_threadpool(
+            functools.partial(backend.stream_complete, served, prompt, params, cancel=cancel)
+        )
+        events = completion_events(
+            request,
+            deltas,
+            cancel,
+            base,
+            include_usage=body.include_usage(),
+            logprobs=params.logprobs is not None,
+            prompt_chars=len(prompt),
+            echo=prompt if body.echo else "",
+        )
+        return _event_stream(events, cancel)
+    gen: Generation = await run_in_threadpool(backend.complete, served, prompt, params)
     choices = [
-        {"index": i, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
+        {
+            "index": i,
+            "text": prompt + c.text if body.echo else c.text,
+            "finish_reason": c.finish_reason,
+            "logprobs": None if params.logprobs is None else completion_logprobs(c.logprobs or [], len(prompt)),
+        }
         for i, c in enumerate(gen.choices)
     ]
-    body_out = {
-        "id": cid,
-        "object": "text_completion",
-        "created": created,
-        "model": body.model,
-        "choices": choices,
-        "usage": _usage(gen),
-    }
-    if not body.stream:
-        return body_out
-    chunks: list[dict[str, Any]] = [{**body_out, "usage": None}]
-    if (body.stream_options or {}).get("include_usage"):
-        chunks.append({**body_out, "choices": [], "usage": _usage(gen)})
-    return _sse(chunks)
+    return {**base, "choices": choices, "usage": _usage(gen)}

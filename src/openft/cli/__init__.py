@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from openft.cli import client, demo, local
+from openft.cli import client, demo, keys, local
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="openft: OpenAI-compatible fine-tuning, self-hosted."
@@ -13,6 +13,7 @@ app = typer.Typer(
 local.register(app)
 demo.register(app)
 client.register(app)
+keys.register(app)
 
 
 def main() -> None:

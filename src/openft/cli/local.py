@@ -37,11 +37,14 @@ def serve(
 
     _logging()
     settings = Settings(host=host, port=port)
-    if not settings.is_loopback and not insecure:
-        # Without keys every caller is the local user: exposing that on a network needs consent.
-        console.print(f"[red]Refusing to listen on {host} without API keys; pass --insecure to do it anyway.[/]")
-        raise typer.Exit(2)
     app = create_app(settings, embedded_worker=worker)
+    if not settings.is_loopback and not insecure and not app.state.keys.any_configured():
+        # Without keys every caller is the local user: exposing that on a network needs consent.
+        console.print(
+            f"[red]Refusing to listen on {host} without API keys (create one with `openft keys create`); "
+            "pass --insecure to do it anyway.[/]"
+        )
+        raise typer.Exit(2)
     console.print(f"openft serving on http://{host}:{port}/v1 (data in {settings.home})")
     uvicorn.run(app, host=host, port=port, log_level="warning")
 

@@ -8,7 +8,8 @@ errors come in line order, and the example-count error, if any, comes last.
 Error codes (``FileReport.errors``), by what they catch:
 
 * the file or line: ``empty_file`` (no non-blank line), ``line_too_long`` (over ``max_line_bytes``),
-  ``nul_byte``, ``invalid_utf8``, ``invalid_json`` (NaN/Infinity and over-long integers included),
+  ``nul_byte``, ``invalid_utf8`` (and unpaired surrogate escapes), ``invalid_json`` (NaN/Infinity and
+  over-long integers included),
   ``nesting_too_deep`` (over 64 levels), ``not_a_dict`` (JSON, but not an object);
 * the example: ``mixed_formats`` (chat and prompt/completion lines in one file),
   ``invalid_prompt_completion``, ``missing_messages_list``, ``example_missing_assistant_message``
@@ -21,7 +22,8 @@ Error codes (``FileReport.errors``), by what they catch:
   string or a list of text parts), ``unsupported_content`` (image/audio/file parts, ``audio``),
   ``invalid_weight`` (not 0 or 1, or not on an assistant message), ``invalid_tool_calls``,
   ``invalid_function_call``;
-* the count: ``invalid_n_examples`` ("Training file has 7 example(s), but must have at least 10 examples").
+* the count: ``invalid_n_examples`` ("Training file has 7 example(s), but must have at least 10 examples"),
+  ``too_many_examples`` (over ``max_examples``).
 
 Warning codes (``FileReport.warnings``, one summary each): ``missing_user_message``,
 ``missing_system_message``, ``no_trainable_assistant_message`` (every assistant turn has weight 0),
@@ -33,6 +35,7 @@ from __future__ import annotations
 import codecs
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -98,6 +101,7 @@ def validate_file(
     min_examples: int = 10,
     max_errors: int = 20,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    max_examples: int | None = None,
 ) -> FileReport:
     """Validate a JSONL file for ``method`` ("supervised", "dpo" or "reinforcement"), streaming.
 
@@ -133,6 +137,9 @@ def validate_file(
     elif n_examples < minimum and len(errors) < max_errors:
         message = f"{kind} file has {n_examples} example(s), but must have at least {minimum} examples"
         errors.append(FileProblem("invalid_n_examples", message))
+    elif max_examples is not None and n_examples > max_examples:
+        message = f"{kind} file has {n_examples} examples, but this server accepts at most {max_examples}"
+        errors.append(FileProblem("too_many_examples", message))
     return FileReport(n_examples=n_examples, errors=errors, warnings=tally.warnings())
 
 
@@ -145,7 +152,7 @@ def first_error_message(report: FileReport, *, file_kind: str = "training") -> F
     if not report.errors:
         return None
     first = report.errors[0]
-    if first.code == "invalid_n_examples":
+    if first.code in ("invalid_n_examples", "too_many_examples"):
         return first
     prefix = f"The job failed due to a file format error in the {file_kind} file. Invalid file format."
     return FileProblem(first.code, f"{prefix} {first.message}", first.line)
@@ -212,6 +219,13 @@ def _parse(raw: bytes, line_no: int) -> dict[str, Any]:
     # Each level needs a bracket, so a line with few brackets cannot be too deep: skip the walk.
     few = raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH
     _require(few or not _too_deep(value), "nesting_too_deep", deep)
+    # A \uD800-\uDFFF escape parses, but a lone one is no character: no tokenizer can encode it.
+    if re.search(rb"\\u[dD][89a-fA-F]", raw):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            lone = ascii(exc.object[exc.start])
+            raise _Bad("invalid_utf8", f"{at} contains an unpaired surrogate escape ({lone}).") from None
     jsonl = "Expected file to have JSONL format, where every line is a JSON dictionary."
     if not isinstance(value, dict):
         raise _Bad("not_a_dict", f"{jsonl} {at} is not a dictionary.")

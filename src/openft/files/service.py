@@ -6,6 +6,8 @@ its user-supplied name, is its path on disk.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import time
@@ -13,9 +15,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from openft import ids
-from openft.errors import FileTooLarge, InvalidFileFormat, InvalidRequest
+from openft.errors import FileNotFound, FileTooLarge, InsufficientStorage, InvalidFileFormat, InvalidRequest
 from openft.settings import Settings
 from openft.store import Store
+from openft.store.blobs import BlobStore
 from openft.store.rows import FileRow
 from openft.tenancy import Principal
 from openft.types.file_object import UPLOADABLE_PURPOSES
@@ -37,7 +40,7 @@ def _first_jsonl_problem(path: Path) -> str | None:
                 return f"Line {number} is longer than {MAX_JSONL_LINE} bytes."
             if not line.strip():
                 continue
-            hint = line[:40].decode("utf-8", "replace").strip()
+            hint = "".join(c if c.isprintable() else "?" for c in line[:40].decode("utf-8", "replace").strip())
             try:
                 value = json.loads(line)
             except (ValueError, RecursionError):
@@ -46,10 +49,17 @@ def _first_jsonl_problem(path: Path) -> str | None:
                 return f'Line {number} is not a dictionary (HINT: line starts with: "{hint}").'
 
 
+def clean_filename(name: str) -> str:
+    """A display name only: no directories, no control characters (NUL included), at most 255 characters."""
+    name = "".join(c for c in os.path.basename(name.replace("\\", "/")) if c.isprintable())
+    return name[-255:] or "file"
+
+
 class FileService:
     def __init__(self, settings: Settings, store: Store):
         self.settings = settings
         self.store = store
+        self.blobs = BlobStore(settings)
 
     def blob_path(self, file_id: str) -> Path:
         return self.settings.files_dir / file_id
@@ -106,7 +116,12 @@ class FileService:
     ) -> FileRow:
         file_id = ids.new_file_id()
         path = self.blob_path(file_id)
-        size = self._write_blob(path, content)
+        try:
+            size = self._write_blob(path, content)  # its finally removes the partial blob
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise InsufficientStorage() from exc
+            raise
         if purpose == "fine-tune" and (problem := _first_jsonl_problem(path)) is not None:
             path.unlink(missing_ok=True)
             raise InvalidFileFormat(
@@ -118,14 +133,24 @@ class FileService:
             id=file_id,
             organization_id=principal.organization_id,
             project_id=principal.project_id,
-            filename=os.path.basename(filename) or "file",
+            filename=clean_filename(filename),
             purpose=purpose,
             bytes=size,
             created_at=now,
             blob_path=str(path.relative_to(self.settings.home)),
             expires_at=now + expires_after_seconds if expires_after_seconds else None,
         )
-        self.store.insert_file(row)
+        try:
+            self.blobs.publish(row.blob_path)
+            self.store.insert_file(row)
+        except BaseException as exc:
+            # A blob without a file object is unreachable: never leave one behind.
+            path.unlink(missing_ok=True)
+            with contextlib.suppress(Exception):
+                self.blobs.delete(row.blob_path)
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                raise InsufficientStorage() from exc
+            raise
         return row
 
     def _write_blob(self, path: Path, content: BinaryIO) -> int:
@@ -150,13 +175,16 @@ class FileService:
         return size
 
     def get(self, principal: Principal, file_id: str) -> FileRow:
+        if not ids.is_valid_id("file", file_id):
+            raise FileNotFound(f"No such File object: {file_id[:100]}", param="id")
         return self.store.get_file(file_id, principal.organization_id)
 
     def content_path(self, principal: Principal, file_id: str) -> Path:
-        return self.settings.home / self.get(principal, file_id).blob_path
+        return self.local_path(self.get(principal, file_id))
 
     def local_path(self, row: FileRow) -> Path:
-        return self.settings.home / row.blob_path
+        """The file's bytes on this machine (fetched from ``OPENFT_STORAGE_URL`` when set)."""
+        return self.blobs.local_path(row.blob_path)
 
     def list(
         self, principal: Principal, *, purpose: str | None, limit: int, order: str, after: str | None
@@ -165,5 +193,5 @@ class FileService:
 
     def delete(self, principal: Principal, file_id: str) -> FileRow:
         row = self.store.delete_file(file_id, principal.organization_id)
-        (self.settings.home / row.blob_path).unlink(missing_ok=True)
+        self.blobs.delete(row.blob_path)
         return row

@@ -11,21 +11,31 @@ import time
 from typing import Any
 
 from openft import ids
-from openft.errors import InvalidJobState, InvalidRequest, ModelNotFound
+from openft.errors import InvalidJobState, InvalidRequest, JobNotFound, ModelNotFound, RateLimitExceeded
 from openft.files.service import FileService
+from openft.jobs import hyperparameters, webhooks
 from openft.jobs import status as st
+from openft.jobs.reinforcement import check_reinforcement_method
 from openft.models.catalog import find_base_model
 from openft.store import Store
+from openft.store.quotas import count_jobs
 from openft.store.rows import CheckpointRow, EventRow, JobRow
 from openft.tenancy import Principal
 from openft.types.fine_tuning.fine_tuning_job import JobCreateParams
 
-SUPPORTED_METHODS = ("supervised",)
+SUPPORTED_METHODS = ("supervised", "dpo", "reinforcement")
+
+
+def _storable(text: str) -> bool:
+    """NUL and unpaired surrogates cannot be stored as text (PostgreSQL and UTF-8 refuse them)."""
+    return "\x00" not in text and not any("\ud800" <= c <= "\udfff" for c in text)
 
 
 def _check_metadata(metadata: dict[str, str] | None) -> None:
     if metadata is None:
         return
+    if not all(_storable(k) and _storable(v) for k, v in metadata.items()):
+        raise InvalidRequest("metadata cannot contain NUL characters or unpaired surrogates.", param="metadata")
     if len(metadata) > 16:
         raise InvalidRequest("metadata can have at most 16 key-value pairs.", param="metadata")
     for key, value in metadata.items():
@@ -45,7 +55,7 @@ def _requested_method(params: JobCreateParams) -> dict[str, Any]:
     kind = method["type"]
     if kind not in SUPPORTED_METHODS:
         raise InvalidRequest(
-            f"Fine-tuning method '{kind}' is not supported by this server yet; use 'supervised'.",
+            f"Fine-tuning method '{kind}' is not supported; use one of {', '.join(SUPPORTED_METHODS)}.",
             param="method.type",
             code="unsupported_method",
         )
@@ -57,8 +67,10 @@ def _requested_method(params: JobCreateParams) -> dict[str, Any]:
                 "Pass hyperparameters either in method or at the top level, not both.", param="hyperparameters"
             )
         hyper = legacy
+    # The common three default to "auto"; a method's own (DPO's beta, ...) are kept as requested.
     section["hyperparameters"] = {
-        k: hyper.get(k, "auto") for k in ("batch_size", "learning_rate_multiplier", "n_epochs")
+        **{k: hyper.get(k, "auto") for k in hyperparameters.COMMON},
+        **{k: v for k, v in hyper.items() if k not in hyperparameters.COMMON},
     }
     return method
 
@@ -74,13 +86,24 @@ class JobService:
         Raises:
             ModelNotFound: the base model is not in the catalog.
             InvalidRequest: a file is missing, not for fine-tuning, or an argument is invalid.
+            RateLimitExceeded: the organization already has its maximum of active jobs.
         """
+        limit = self.files.settings.max_active_jobs_per_organization
+        if count_jobs(self.store, principal.organization_id, st.ACTIVE) >= limit:
+            raise RateLimitExceeded(
+                f"This fine-tune request has been rate-limited. Your organization has reached the maximum of "
+                f"{limit} active fine-tuning jobs (validating, queued, running or paused)."
+            )
         if find_base_model(params.model, self.store.local_models()) is None:
             raise ModelNotFound(
                 f"The model `{params.model}` does not exist or you do not have access to it.", param="model"
             )
         _check_metadata(params.metadata)
+        if params.suffix is not None and not _storable(params.suffix):
+            raise InvalidRequest("suffix cannot contain NUL characters or unpaired surrogates.", param="suffix")
         method = _requested_method(params)
+        if method["type"] == "reinforcement":
+            check_reinforcement_method(method, params.validation_file)
         self._check_training_file(principal, params.training_file, "training_file")
         if params.validation_file:
             self._check_training_file(principal, params.validation_file, "validation_file")
@@ -97,7 +120,7 @@ class JobService:
             validation_file=params.validation_file,
             status=st.VALIDATING,
             method=method,
-            hyperparameters=dict(method[method["type"]]["hyperparameters"]),
+            hyperparameters={k: method[method["type"]]["hyperparameters"][k] for k in hyperparameters.COMMON},
             seed=seed,
             model_name=model_name,
             created_at=int(time.time()),
@@ -126,6 +149,8 @@ class JobService:
             )
 
     def get(self, principal: Principal, job_id: str) -> JobRow:
+        if not ids.is_valid_id("job", job_id):
+            raise JobNotFound(f"No such fine-tuning job: {job_id[:100]}", param="fine_tuning_job_id")
         return self.store.get_job(job_id, principal.organization_id)
 
     def list(
@@ -154,6 +179,42 @@ class JobService:
                 f"Job {job_id} has already {job.status}; it cannot be cancelled.", param="fine_tuning_job_id"
             )
         self.store.append_event(job_id, "Fine-tuning job cancelled")
+        webhooks.job_finished(self.store, job_id, st.CANCELLED)
+        return self.get(principal, job_id)
+
+    def pause(self, principal: Principal, job_id: str) -> JobRow:
+        """Pause a queued or running job. A running job's worker then has the training process save a
+        checkpoint at the end of its step and stop; ``resume`` continues from that checkpoint.
+
+        Raises:
+            JobNotFound: no such job for this organization.
+            InvalidJobState: the job is not queued or running.
+        """
+        job = self.get(principal, job_id)
+        # The worker keeps its claim (worker_id) until the training process has stopped.
+        if not self.store.update_job(job_id, expect_status=st.sources_of(st.PAUSED), status=st.PAUSED):
+            job = self.get(principal, job_id)
+            raise InvalidJobState(
+                f"Job {job_id} is {job.status}; only queued or running jobs can be paused.",
+                param="fine_tuning_job_id",
+            )
+        self.store.append_event(job_id, "Fine-tuning job paused")
+        return self.get(principal, job_id)
+
+    def resume(self, principal: Principal, job_id: str) -> JobRow:
+        """Put a paused job back in the queue; it continues from the checkpoint its pause saved.
+
+        Raises:
+            JobNotFound: no such job for this organization.
+            InvalidJobState: the job is not paused.
+        """
+        job = self.get(principal, job_id)
+        if not self.store.update_job(job_id, expect_status=st.PAUSED, status=st.QUEUED):
+            job = self.get(principal, job_id)
+            raise InvalidJobState(
+                f"Job {job_id} is {job.status}; only paused jobs can be resumed.", param="fine_tuning_job_id"
+            )
+        self.store.append_event(job_id, "Fine-tuning job resumed")
         return self.get(principal, job_id)
 
     def events(

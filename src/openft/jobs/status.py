@@ -21,7 +21,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     VALIDATING: frozenset({QUEUED, FAILED, CANCELLED}),
     QUEUED: frozenset({RUNNING, PAUSED, FAILED, CANCELLED}),
     RUNNING: frozenset({SUCCEEDED, FAILED, CANCELLED, PAUSED, QUEUED}),
-    PAUSED: frozenset({QUEUED, CANCELLED, FAILED}),
+    # SUCCEEDED: the run finished in the moment between a pause request and its checkpoint.
+    PAUSED: frozenset({QUEUED, CANCELLED, FAILED, SUCCEEDED}),
     SUCCEEDED: frozenset(),
     FAILED: frozenset(),
     CANCELLED: frozenset(),

@@ -1,54 +1,46 @@
 """The worker: validates files, runs each queued job in its own training process, reports back.
 
 ``openft worker`` runs one; ``openft serve`` embeds one in a thread. The worker never imports
-torch: it spawns ``python -m openft.training spec.json`` in a new process group (so a crash or
-OOM becomes a failed job and a cancel is one ``killpg``), tails the events file the training
-process writes, and turns its lines into job events, checkpoints and the final job state.
+torch: its executor (:mod:`openft.jobs.executors`) runs ``python -m openft.training spec.json``
+as a child process in its own process group, or in a Ray actor; the worker reads the event lines
+the training process writes and turns them into job events, checkpoints and the final job state.
 Jobs whose worker stopped heartbeating are re-queued (or failed after ``max_job_attempts``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import os
-import shutil
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from openft import ids
 from openft.data.validation import first_error_message, validate_file
 from openft.errors import OpenFTError
 from openft.files.service import FileService
-from openft.jobs import hyperparameters
+from openft.jobs import hyperparameters, webhooks
 from openft.jobs import status as st
+from openft.jobs.executors import Executor, Handle, make_executor
+from openft.jobs.reaper import Reaper
+from openft.jobs.recovery import LineEvents, pin_input, pinned_input, prepare_attempt, register_live_worker
 from openft.jobs.spec import resolve_spec
 from openft.settings import Settings
 from openft.store import Store
+from openft.store.recovery import add_checkpoint_once
 from openft.store.rows import CheckpointRow, JobRow
-from openft.training.events import EVENTS_FILE, EventReader
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = 2.0
 REAP_EVERY = 5.0
 KILL_GRACE = 3.0
-
-
-def _die_with_parent() -> None:
-    """In the child: be killed if the worker dies, so no training runs without a worker behind it."""
-    os.setsid()
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+SHUTDOWN_GRACE = 10.0
 
 
 def _format_metrics_message(m: dict[str, Any]) -> str:
@@ -57,6 +49,12 @@ def _format_metrics_message(m: dict[str, Any]) -> str:
         text += f", validation loss={m['valid_loss']:.2f}"
     if m.get("full_valid_loss") is not None:
         text += f", full validation loss={m['full_valid_loss']:.2f}"
+    if m.get("train_mean_reward") is not None:
+        text += f", train mean reward={m['train_mean_reward']:.2f}"
+    if m.get("full_valid_mean_reward") is not None:
+        text += f", full validation mean reward={m['full_valid_mean_reward']:.2f}"
+    elif m.get("valid_mean_reward") is not None:
+        text += f", validation mean reward={m['valid_mean_reward']:.2f}"
     return text
 
 
@@ -69,6 +67,21 @@ METRIC_KEYS = (
     "valid_mean_token_accuracy",
     "full_valid_loss",
     "full_valid_mean_token_accuracy",
+    "tokens_per_second",
+    # DPO (recipes/dpo.py): implicit rewards beta * (log p_policy - log p_reference) of each output
+    *(
+        f"{split}_rewards_{name}"
+        for split in ("train", "valid", "full_valid")
+        for name in ("chosen", "rejected", "margin", "accuracy")
+    ),
+    # Reinforcement (recipes/reinforcement.py): the grader's rewards
+    "train_mean_reward",
+    "train_reward_std",
+    "train_grader_error_rate",
+    "valid_mean_reward",
+    "full_valid_mean_reward",
+    "kl",
+    "completion_tokens_mean",
 )
 
 
@@ -77,23 +90,32 @@ class Running:
     """The job this worker is training right now."""
 
     job: JobRow
-    process: subprocess.Popen[bytes]
+    handle: Handle
     output_dir: Path
-    reader: EventReader
-    log_file: IO[bytes]
+    events: LineEvents
+    """Writes the training process's event lines as job events, each once (see jobs/recovery.py)."""
     error: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
     last_heartbeat: float = 0.0
     kill_sent_at: float | None = None
+    stop_sent_at: float | None = None
+    """When the process was asked to save its state and stop (a pause)."""
+    stopped_step: int | None = None
+    """The step at which it did (its ``stopped`` line)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Worker:
-    def __init__(self, settings: Settings, store: Store, *, worker_id: str | None = None):
+    def __init__(
+        self, settings: Settings, store: Store, *, worker_id: str | None = None, executor: Executor | None = None
+    ):
         self.settings = settings
         self.store = store
+        self.executor = executor if executor is not None else make_executor(settings)
         self.files = FileService(settings, store)
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        register_live_worker(self.worker_id)
+        self.reaper = Reaper(settings, store, self.worker_id)
         self.running: Running | None = None
         self._last_reap = 0.0
 
@@ -101,6 +123,10 @@ class Worker:
     def run(self, stop: threading.Event) -> None:
         """Work until ``stop`` is set; a job still training then goes back to the queue."""
         log.info("worker %s started", self.worker_id)
+        # Webhook deliveries go out from their own thread, so a slow endpoint never delays training.
+        threading.Thread(
+            target=webhooks.WebhookDispatcher(self.store).run, args=(stop,), name="openft-webhooks", daemon=True
+        ).start()
         while not stop.is_set():
             try:
                 busy = self.tick()
@@ -126,12 +152,24 @@ class Worker:
 
     def shutdown(self) -> None:
         if self.running is None:
+            self.executor.shutdown()
             return
-        job_id = self.running.job.id
-        self._kill(self.running, force=True)
-        self.running.process.wait()
-        self._close(self.running)
+        run = self.running
+        job_id = run.job.id
+        # SIGTERM: the training process saves its full state at the end of its step, so the next
+        # attempt loses nothing; a step that takes too long is cut short (the last state is used).
+        run.handle.terminate()
+        if run.handle.wait(timeout=SHUTDOWN_GRACE) is None:
+            self._kill(run, force=True)
+            run.handle.wait(timeout=30)
+        for line in run.handle.read_events():
+            self._handle_line(run, line)
+        self._close(run)
+        self.executor.shutdown()
         self.running = None
+        if run.result is not None and run.handle.poll() == 0:
+            self._succeed(run)
+            return
         if self.store.update_job(
             job_id,
             expect_status=st.RUNNING,
@@ -161,7 +199,12 @@ class Worker:
 
     def _validate(self, job: JobRow) -> None:
         method = job.method["type"]
-        report = validate_file(self._file_path(job, job.training_file), method, purpose="training")
+        report = validate_file(
+            self._file_path(job, job.training_file),
+            method,
+            purpose="training",
+            max_examples=self.settings.max_examples_per_file,
+        )
         if not report.ok:
             problem = first_error_message(report, file_kind="training")
             assert problem is not None
@@ -173,7 +216,11 @@ class Worker:
             return
         if job.validation_file:
             vreport = validate_file(
-                self._file_path(job, job.validation_file), method, purpose="validation", min_examples=1
+                self._file_path(job, job.validation_file),
+                method,
+                purpose="validation",
+                min_examples=1,
+                max_examples=self.settings.max_examples_per_file,
             )
             if not vreport.ok:
                 problem = first_error_message(vreport, file_kind="validation")
@@ -184,11 +231,17 @@ class Worker:
                     from_status=st.VALIDATING,
                 )
                 return
+        for file_id in filter(None, (job.training_file, job.validation_file)):
+            pin_input(self.settings.jobs_dir / job.id, file_id, self._file_path(job, file_id))
         for warning in report.warnings[:5]:
             self.store.append_event(job.id, warning.message, level="warn")
-        resolved = hyperparameters.resolve(job.hyperparameters, report.n_examples).as_dict()
+        # The method's own section holds every requested value (beta for DPO, ...); the job's
+        # top-level hyperparameters carry the three all methods share.
+        requested = (job.method.get(method) or {}).get("hyperparameters") or job.hyperparameters
+        resolved_all = hyperparameters.resolve_method(method, requested, report.n_examples)
+        resolved = {k: resolved_all[k] for k in hyperparameters.COMMON}
         method_obj = dict(job.method)
-        method_obj[method] = {**method_obj.get(method, {}), "hyperparameters": resolved}
+        method_obj[method] = {**method_obj.get(method, {}), "hyperparameters": resolved_all}
         if self.store.update_job(
             job.id,
             expect_status=st.VALIDATING,
@@ -201,6 +254,10 @@ class Worker:
             self.store.append_event(job.id, "Files validated, moving job to queued state")
 
     def _file_path(self, job: JobRow, file_id: str) -> Path:
+        # Validated inputs are pinned in the job's directory: a file deleted since stays readable to it.
+        pinned = pinned_input(self.settings.jobs_dir / job.id, file_id)
+        if pinned is not None:
+            return pinned
         return self.files.local_path(self.store.get_file(file_id, job.organization_id))
 
     # -- running -------------------------------------------------------------------------------
@@ -225,36 +282,38 @@ class Worker:
                 from_status=st.RUNNING,
             )
             return True
-        # A fresh attempt starts clean: what an earlier, interrupted attempt wrote is discarded.
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        for ckpt in self.store.list_checkpoints(job.id, limit=1000)[0]:
-            self.store.delete_checkpoint(job.id, ckpt.step_number)
-        output_dir.mkdir(parents=True)
+        # An attempt continues from the last full state an earlier attempt (killed, re-queued,
+        # paused) saved; with none it starts over, and the checkpoints it had are gone from disk.
+        resume_from = prepare_attempt(output_dir)
+        if resume_from is None:
+            for ckpt in self.store.list_checkpoints(job.id, limit=1000)[0]:
+                self.store.delete_checkpoint(job.id, ckpt.step_number)
+        spec = replace(
+            spec,
+            resume_from=str(resume_from) if resume_from else None,
+            save_state_every_steps=self.settings.save_state_every_steps,
+            save_state_every_seconds=self.settings.save_state_every_seconds,
+        )
         spec_path = output_dir / "spec.json"
         spec.write(spec_path)
-        self.store.update_job(job.id, started_at=int(time.time()))
+        if job.started_at is None:
+            self.store.update_job(job.id, started_at=int(time.time()))
         self.store.append_event(job.id, "Fine-tuning job started")
-        log_file = (output_dir / "train.log").open("ab")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
-        process = subprocess.Popen(
-            [sys.executable, "-m", "openft.training", str(spec_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
-            env=env,
-            cwd=str(output_dir),
-        )
+        try:
+            handle = self.executor.launch(job, spec_path, output_dir)
+        except Exception as exc:  # no process was started: the job must not stay running without one
+            log.exception("job %s: could not start training", job.id)
+            error = {"code": "server_error", "message": f"Could not start training: {exc}", "param": None}
+            self._fail(job, error, from_status=st.RUNNING)
+            return True
         self.running = Running(
             job=job,
-            process=process,
+            handle=handle,
             output_dir=output_dir,
-            reader=EventReader(output_dir / EVENTS_FILE),
-            log_file=log_file,
+            events=LineEvents(self.store, job.id),
             last_heartbeat=time.time(),
         )
-        log.info("job %s: training process %d started", job.id, process.pid)
+        log.info("job %s: training process started (%s)", job.id, handle.description)
         return True
 
     def pump_running(self) -> bool:
@@ -262,28 +321,38 @@ class Worker:
         assert run is not None
         now = time.time()
         current = self.store.get_job(run.job.id)
-        if current.status != st.RUNNING or current.worker_id != self.worker_id:
+        if current.worker_id != self.worker_id or current.status not in (st.RUNNING, st.PAUSED, st.QUEUED):
             # Cancelled (or taken from us): stop the training process now; its later lines are moot.
-            if run.process.poll() is None:
+            if run.handle.poll() is None:
                 self._kill(run, force=run.kill_sent_at is not None and now - run.kill_sent_at > KILL_GRACE)
                 return False
             self._close(run)
             self.running = None
             log.info("job %s: training stopped (status %s)", run.job.id, current.status)
             return True
-        lines = run.reader.read_new()
+        if current.status != st.RUNNING:
+            self._stop_for_pause(run, now)
+        lines = run.handle.read_events()
         for line in lines:
             self._handle_line(run, line)
         if now - run.last_heartbeat > HEARTBEAT_EVERY:
             run.last_heartbeat = now
             self.store.heartbeat(run.job.id, self.worker_id, now)
-        code = run.process.poll()
+        code = run.handle.poll()
         if code is None:
             return bool(lines)
-        for line in run.reader.read_new():  # lines written just before exit
+        for line in run.handle.read_events():  # lines written just before exit
             self._handle_line(run, line)
         self._close(run)
         self.running = None
+        if run.stop_sent_at is not None or self.store.get_job(run.job.id).status in (st.PAUSED, st.QUEUED):
+            self._finish_pause(run, code)  # paused while it ran, or while it was finishing
+            return True
+        if code < 0 and run.error is None and run.result is None:
+            # Killed by a signal (the OOM killer, an operator): the attempt is lost, not the job.
+            why = f"The training process was killed ({_signal_name(-code)}; out of memory, or by an operator)"
+            self.reaper.take_back(current, why=why, code="training_killed")
+            return True
         try:
             if code == 0 and run.result is not None:
                 self._succeed(run)
@@ -303,18 +372,20 @@ class Worker:
         kind = line.get("kind")
         job_id = run.job.id
         if kind == "message":
-            self.store.append_event(job_id, line["message"], level=line.get("level", "info"), data=line.get("data"))
+            run.events.append(line, line["message"], level=line.get("level", "info"), data=line.get("data"))
         elif kind == "metrics":
             data = {k: line[k] for k in METRIC_KEYS if line.get(k) is not None}
-            self.store.append_event(job_id, _format_metrics_message(line), type="metrics", data=data)
+            run.events.append(line, _format_metrics_message(line), type="metrics", data=data)
             step, total, elapsed = line["step"], line["total_steps"], line.get("elapsed_seconds")
             if elapsed and step:
                 eta = int(time.time() + (total - step) * (elapsed / step))
                 self.store.update_job(job_id, expect_status=st.RUNNING, estimated_finish=eta)
-        elif kind == "checkpoint":
+        elif kind == "checkpoint" and run.events.is_new(line):
             name = ids.checkpoint_model_name(run.job.model_name, line["step"])
             adapter = run.output_dir / line["path"]
-            self.store.add_checkpoint(
+            self.files.blobs.publish(str(adapter.relative_to(self.settings.home)))
+            add_checkpoint_once(
+                self.store,
                 CheckpointRow(
                     id=ids.new_checkpoint_id(),
                     job_id=job_id,
@@ -324,17 +395,19 @@ class Worker:
                     fine_tuned_model_checkpoint=name,
                     metrics={k: v for k, v in line.get("metrics", {}).items() if v is not None},
                     adapter_path=str(adapter.relative_to(self.settings.home)),
-                )
+                ),
             )
-            self.store.append_event(job_id, f"Checkpoint created at step {line['step']} with Snapshot ID: {name}")
+            run.events.append(line, f"Checkpoint created at step {line['step']} with Snapshot ID: {name}")
         elif kind == "checkpoint_deleted":
             self.store.delete_checkpoint(job_id, line["step"])
         elif kind == "result":
             run.result = line
         elif kind == "error":
             run.error = {"code": line["code"], "message": line["message"], "param": line.get("param")}
+        elif kind == "stopped":
+            run.stopped_step = line["step"]
 
-    def _succeed(self, run: Running) -> None:
+    def _succeed(self, run: Running, *, from_status: str | tuple[str, ...] = st.RUNNING) -> None:
         job, result = run.job, run.result or {}
         result_files: list[str] = []
         csv_path = run.output_dir / result.get("results_csv", "results.csv")
@@ -344,9 +417,10 @@ class Worker:
             )
             result_files.append(row.id)
         adapter = run.output_dir / result.get("adapter_path", "adapter")
+        self.files.blobs.publish(str(adapter.relative_to(self.settings.home)))
         done = self.store.update_job(
             job.id,
-            expect_status=st.RUNNING,
+            expect_status=from_status,
             expect_worker=self.worker_id,
             status=st.SUCCEEDED,
             fine_tuned_model=job.model_name,
@@ -359,6 +433,7 @@ class Worker:
             log.info("job %s succeeded: %s (%s)", job.id, job.model_name, adapter)
             self.store.append_event(job.id, f"New fine-tuned model created: {job.model_name}")
             self.store.append_event(job.id, "The job has successfully completed")
+            webhooks.job_finished(self.store, job.id, st.SUCCEEDED)
 
     def _fail(self, job: JobRow, error: dict[str, Any], *, from_status: str) -> None:
         if self.store.update_job(
@@ -370,63 +445,63 @@ class Worker:
             estimated_finish=None,
         ):
             self.store.append_event(job.id, error["message"], level="error")
+            webhooks.job_finished(self.store, job.id, st.FAILED)
 
     def _kill(self, run: Running, *, force: bool) -> None:
-        sig = signal.SIGKILL if force else signal.SIGTERM
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(run.process.pid, sig)
+        if force:
+            run.handle.kill()
+        else:
+            run.handle.terminate()
         if run.kill_sent_at is None:
             run.kill_sent_at = time.time()
 
     def _close(self, run: Running) -> None:
-        with contextlib.suppress(Exception):
-            run.process.wait(timeout=1)
-        run.log_file.close()
+        try:
+            run.handle.close()
+        except Exception:  # closing is best effort; the job's state is already decided
+            log.exception("job %s: could not release its training process", run.job.id)
 
     def _log_tail(self, run: Running, lines: int = 3) -> str:
-        try:
-            text = (run.output_dir / "train.log").read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return " | ".join(text[-lines:])[-1000:]
+        return run.handle.log_tail(lines)
+
+    # -- pause -------------------------------------------------------------------------------
+    def _stop_for_pause(self, run: Running, now: float) -> None:
+        """Ask the training process to save its state and stop; kill it if it takes too long."""
+        if run.stop_sent_at is None:
+            run.stop_sent_at = now
+            run.handle.terminate()  # the training process saves a checkpoint at the end of its step
+        elif now - run.stop_sent_at > self.settings.stop_grace_seconds and run.handle.poll() is None:
+            self._kill(run, force=True)  # resuming then continues from the last periodic state
+
+    def _finish_pause(self, run: Running, code: int) -> None:
+        """The paused job's process ended: release the job (it stays paused, or queued if already resumed)."""
+        current = self.store.get_job(run.job.id)
+        if current.status not in (st.PAUSED, st.QUEUED) or current.worker_id != self.worker_id:
+            return
+        if code == 0 and run.result is not None:  # it finished before it could stop
+            self._succeed(run, from_status=(st.PAUSED, st.QUEUED))
+            return
+        if run.error is not None:
+            self._fail(run.job, run.error, from_status=current.status)
+            return
+        if self.store.update_job(
+            run.job.id,
+            expect_status=(st.PAUSED, st.QUEUED),
+            expect_worker=self.worker_id,
+            worker_id=None,
+            estimated_finish=None,
+        ):
+            where = f"at step {run.stopped_step}" if run.stopped_step is not None else "at its last checkpoint"
+            self.store.append_event(run.job.id, f"Training stopped {where}; the job continues from there when resumed")
 
     # -- reaper --------------------------------------------------------------------------------
     def reap_stale_jobs(self, now: float) -> None:
-        """Take running jobs back from workers that stopped heartbeating."""
-        stale_before = now - self.settings.heartbeat_timeout_seconds
-        for job in self.store.stale_jobs([st.RUNNING], stale_before):
-            if self.running is not None and job.id == self.running.job.id:
-                continue
-            attempts = job.attempts + 1
-            if attempts < self.settings.max_job_attempts:
-                if self.store.update_job(
-                    job.id,
-                    expect_status=st.RUNNING,
-                    expect_worker=job.worker_id,
-                    status=st.QUEUED,
-                    worker_id=None,
-                    attempts=attempts,
-                    estimated_finish=None,
-                ):
-                    self.store.append_event(
-                        job.id,
-                        f"The worker running this job stopped responding; the job was re-queued "
-                        f"(attempt {attempts + 1} of {self.settings.max_job_attempts})",
-                        level="warn",
-                    )
-            else:
-                error = {
-                    "code": "worker_lost",
-                    "param": None,
-                    "message": f"The worker running this job stopped responding {attempts} times.",
-                }
-                if self.store.update_job(
-                    job.id,
-                    expect_status=st.RUNNING,
-                    expect_worker=job.worker_id,
-                    status=st.FAILED,
-                    error=error,
-                    finished_at=int(now),
-                    estimated_finish=None,
-                ):
-                    self.store.append_event(job.id, error["message"], level="error")
+        """Take jobs back from workers that are gone (see jobs/reaper.py)."""
+        self.reaper.reap(now, training=self.running.job.id if self.running is not None else None)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

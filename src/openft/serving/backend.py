@@ -47,8 +47,9 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     """Subtracted from a token's logit once per time it was already generated (-2 to 2)."""
     logprobs: int | None = None
-    """None: no logprobs; 0..20: return each generated token's logprob with that many top alternatives
-    (``Backend.chat`` and ``complete`` only; streams ignore it)."""
+    """None: no logprobs; 0..20: return each generated token's logprob with that many top alternatives."""
+    response_format: Literal["text", "json_object"] = "text"
+    """``json_object``: decoding is constrained so that each choice is one JSON object."""
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,9 @@ class Generation:
 class StreamDelta:
     """One step of a streamed generation.
 
-    A stream yields, per choice in index order, text pieces, then one item with that choice's
-    ``finish_reason``; its last item has ``usage`` set (and no text) once every choice is done.
+    A stream yields, per choice, text pieces, then one item with that choice's ``finish_reason``
+    (the items of different choices may interleave); its last item has ``usage`` set (and no text)
+    once every choice is done.
     """
 
     index: int = 0
@@ -94,6 +96,8 @@ class StreamDelta:
     """Set on the choice's last item."""
     usage: tuple[int, int] | None = None
     """``(prompt_tokens, completion_tokens)`` on the stream's very last item, counted as ``Generation`` does."""
+    logprobs: list[dict[str, Any]] | None = None
+    """With ``SamplingParams.logprobs`` set: the ``Choice.logprobs`` entries of the tokens of ``text``."""
 
 
 class Backend(Protocol):
@@ -129,6 +133,12 @@ class Backend(Protocol):
         ...
 
     def complete(self, model: ServedModel, prompt: str, params: SamplingParams) -> Generation: ...
+
+    def stream_complete(
+        self, model: ServedModel, prompt: str, params: SamplingParams, *, cancel: threading.Event | None = None
+    ) -> Iterator[StreamDelta]:
+        """``complete`` as it is generated, as ``stream_chat`` streams ``chat``."""
+        ...
 
     def unload(self, model_id: str) -> None:
         """Free an adapter (a fine-tuned model id) or a whole base model with its adapters (a base id)."""

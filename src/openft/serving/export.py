@@ -94,8 +94,9 @@ def export_model(
             (with ``overwrite``, only a previous openft export is replaced).
     """
     if served.adapter_dir is None:
-        raise InvalidRequest("Only fine-tuned models and checkpoints can be exported.", param="model",
-                             code="invalid_model")
+        raise InvalidRequest(
+            "Only fine-tuned models and checkpoints can be exported.", param="model", code="invalid_model"
+        )
     if fmt not in ("peft", "merged"):
         raise InvalidRequest(f"Unknown export format {fmt!r}; expected 'peft' or 'merged'.", param="format")
     adapter_dir = Path(served.adapter_dir)

@@ -73,6 +73,8 @@ jobs = Table(
     Column("model_deleted", Boolean, nullable=False, default=False),
     Index("ix_jobs_org_seq", "organization_id", "seq"),
     Index("ix_jobs_status_seq", "status", "seq"),
+    Index("ix_jobs_fine_tuned_model", "fine_tuned_model"),
+    Index("ix_jobs_org_status", "organization_id", "status"),
 )
 
 job_metadata = Table(
@@ -111,6 +113,7 @@ job_checkpoints = Table(
     Column("metrics", JSON, nullable=False),
     Column("adapter_path", Text, nullable=False),
     Index("ix_job_checkpoints_job_seq", "job_id", "seq"),
+    Index("ix_job_checkpoints_org_seq", "organization_id", "seq"),
 )
 
 local_models = Table(
@@ -119,4 +122,100 @@ local_models = Table(
     Column("id", String(512), primary_key=True),
     Column("path", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
+)
+
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("organization_id", String(64), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("secret", String(128), nullable=False),
+    Column("events", JSON),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_webhook_endpoints_org_seq", "organization_id", "seq"),
+)
+
+# The outbox: one row per (event, endpoint), written when a job finishes and sent by a worker's loop.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("event_id", String(64), nullable=False),
+    Column("endpoint_id", String(64), nullable=False),
+    Column("organization_id", String(64), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("last_attempt_at", Float),
+    Column("last_status_code", Integer),
+    Column("last_error", Text),
+    Column("created_at", BigInteger, nullable=False),
+    Column("delivered_at", BigInteger),
+    Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    Index("ix_webhook_deliveries_endpoint_seq", "endpoint_id", "seq"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("organization_id", String(64), nullable=False),
+    Column("project_id", String(64)),
+    Column("name", String(256)),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("redacted", String(32), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger),
+    Index("ix_api_keys_org_seq", "organization_id", "seq"),
+)
+
+uploads = Table(
+    "uploads",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("organization_id", String(64), nullable=False),
+    Column("project_id", String(64)),
+    Column("filename", String(512), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("mime_type", String(256), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("file_id", String(64)),
+    Column("file_expires_after_seconds", BigInteger),
+    Index("ix_uploads_org_seq", "organization_id", "seq"),
+    Index("ix_uploads_status_expires", "status", "expires_at"),
+)
+
+upload_parts = Table(
+    "upload_parts",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("upload_id", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("blob_path", Text, nullable=False),
+    Index("ix_upload_parts_upload_seq", "upload_id", "seq"),
+)
+
+checkpoint_permissions = Table(
+    "checkpoint_permissions",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("fine_tuned_model_checkpoint", String(1100), nullable=False),
+    Column("organization_id", String(64), nullable=False),
+    Column("project_id", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_checkpoint_permissions_model_seq", "fine_tuned_model_checkpoint", "seq"),
+    Index("ix_checkpoint_permissions_project", "project_id"),
 )

@@ -7,8 +7,10 @@ checkpoints, the adapter and ``results.csv``. Nothing is written to stdout; trac
 logs go to stderr.
 
 Exit status: 0 when the recipe finished (its last event line is ``result``); 1 when it failed,
-after an ``error`` event line (code ``invalid_training_file`` for bad training data, else
-``training_failed``); 2 when SPEC.json cannot be read (no event is written: its output_dir is unknown).
+after an ``error`` event line (code ``invalid_training_file`` for bad training data, ``nan_loss`` or
+``out_of_memory`` (see ``training/failures.py``), else ``training_failed``); 2 when SPEC.json cannot be
+read (no event is written: its output_dir is unknown). A run stopped by SIGTERM (a pause) saves its state,
+writes a ``stopped`` line and exits 0.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import traceback
 from pathlib import Path
 
 from openft.training.events import EventWriter
+from openft.training.failures import describe_failure
 from openft.training.spec import TrainingSpec
 
 
@@ -46,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
 
         transformers.utils.logging.disable_progress_bar()
         torch.set_num_threads(spec.threads or os.cpu_count() or 1)
+        if spec.integrations:
+            from openft.training.tracking import Tracking
+
+            events.tracking = Tracking(spec, lambda text: events.message(text, level="warn"))
         if spec.method not in RECIPES:
             raise ValueError(f"unknown training method {spec.method!r}; expected one of {', '.join(RECIPES)}")
         try:
@@ -56,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     except BaseException as exc:
         traceback.print_exc()
-        events.error("training_failed", f"{type(exc).__name__}: {exc}")
+        events.error(*describe_failure(exc))  # a named code (nan_loss, out_of_memory) or training_failed
         return 1
     finally:
         events.close()

@@ -3,7 +3,9 @@
 No torch here: only a Hugging Face tokenizer. One line is either a chat example
 (``{"messages": [...], "tools": [...]}``, assistant messages with an optional ``weight`` of 0 or 1
 and optional ``tool_calls``) or a legacy ``{"prompt": ..., "completion": ...}`` pair, which becomes
-a user turn and an assistant turn.
+a user turn and an assistant turn, or, for a base model without a chat template, plain text: the
+prompt as ``/v1/completions`` tokenizes it, then the completion and EOS, trained on (see
+``tokenize_completion``).
 
 Labels are ``-100`` everywhere except on the tokens of assistant messages whose weight is not 0,
 end-of-turn token included (so the model learns to stop). An assistant message's tokens are found
@@ -148,6 +150,8 @@ def tokenize_example(example: dict[str, Any], tokenizer: Any, line: int = 0) -> 
         TrainingDataError: The line is malformed, or the chat template renders a conversation's
             prefixes differently from the conversation (so assistant turns cannot be located).
     """
+    if "messages" not in example and "prompt" in example and not getattr(tokenizer, "chat_template", None):
+        return tokenize_completion(example, tokenizer, line)
     messages, weights, tools = normalize_messages(example)
     input_ids = _render(tokenizer, messages, tools, prompt=False)
     labels = [IGNORE_INDEX] * len(input_ids)
@@ -164,6 +168,30 @@ def tokenize_example(example: dict[str, Any], tokenizer: Any, line: int = 0) -> 
             )
         labels[len(before) : len(through)] = input_ids[len(before) : len(through)]
     return TokenizedExample(input_ids=input_ids, labels=labels, line=line)
+
+
+def tokenize_completion(example: dict[str, Any], tokenizer: Any, line: int = 0) -> TokenizedExample:
+    """A legacy prompt/completion line as plain text, for a base (non-chat) model.
+
+    The prompt is tokenized on its own, as ``/v1/completions`` tokenizes a prompt (BOS where the
+    tokenizer adds one), so the model learns to continue exactly what it will be served; the
+    completion follows, then EOS so it learns to stop. Only the completion and EOS carry labels.
+
+    Raises:
+        TrainingDataError: ``prompt`` or ``completion`` is not a string.
+    """
+    prompt, completion = example.get("prompt"), example.get("completion")
+    if not isinstance(prompt, str) or not isinstance(completion, str):
+        raise TrainingDataError("'prompt' and 'completion' must both be strings")
+    prompt_ids = list(tokenizer(prompt)["input_ids"])
+    completion_ids = list(tokenizer(completion, add_special_tokens=False)["input_ids"])
+    if tokenizer.eos_token_id is not None:
+        completion_ids.append(tokenizer.eos_token_id)
+    return TokenizedExample(
+        input_ids=prompt_ids + completion_ids,
+        labels=[IGNORE_INDEX] * len(prompt_ids) + completion_ids,
+        line=line,
+    )
 
 
 def load_chat_examples(path: str | Path, tokenizer: Any, max_seq_len: int) -> tuple[list[TokenizedExample], list[int]]:

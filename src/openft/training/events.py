@@ -20,6 +20,9 @@ checkpoints and the job's final state. Kinds of line:
     the run succeeded; the last line a successful run writes.
 ``{"kind": "error", "code": str, "message": str, "param": str | None}``
     the run failed for a reason the user can act on (the process then exits non-zero).
+``{"kind": "stopped", "step": int}``
+    the run was asked to stop (SIGTERM: a pause or a shutdown), saved a full state and a
+    checkpoint at ``step`` and exits 0 without a result; it continues from there when resumed.
 """
 
 from __future__ import annotations
@@ -37,7 +40,10 @@ class EventWriter:
 
     def __init__(self, output_dir: Path):
         output_dir.mkdir(parents=True, exist_ok=True)
+        _drop_partial_last_line(output_dir / EVENTS_FILE)
         self._fh: IO[str] = (output_dir / EVENTS_FILE).open("a", encoding="utf-8")
+        self.tracking: Any = None
+        """A ``training.tracking.Tracking`` that also receives every metrics line, when set."""
 
     def _write(self, kind: str, payload: dict[str, Any]) -> None:
         line = json.dumps({"kind": kind, "time": time.time(), **payload}, allow_nan=False)
@@ -49,6 +55,8 @@ class EventWriter:
 
     def metrics(self, **metrics: Any) -> None:
         self._write("metrics", metrics)
+        if self.tracking is not None:
+            self.tracking.log(metrics)
 
     def checkpoint(self, step: int, path: str, metrics: dict[str, Any]) -> None:
         self._write("checkpoint", {"step": step, "path": path, "metrics": metrics})
@@ -62,7 +70,12 @@ class EventWriter:
     def error(self, code: str, message: str, param: str | None = None) -> None:
         self._write("error", {"code": code, "message": message, "param": param})
 
+    def stopped(self, step: int) -> None:
+        self._write("stopped", {"step": step})
+
     def close(self) -> None:
+        if self.tracking is not None:
+            self.tracking.finish()
         self._fh.close()
 
 
@@ -88,5 +101,35 @@ class EventReader:
         out: list[dict[str, Any]] = []
         for raw in chunk[: end + 1].splitlines():
             if raw.strip():
-                out.append(json.loads(raw))
+                try:
+                    out.append(json.loads(raw))
+                except ValueError:  # never expected (writers repair a torn tail); skip rather than stall
+                    continue
         return out
+
+
+def _drop_partial_last_line(path: Path) -> None:
+    """Cut a line torn by a killed writer, so a resumed run appends whole lines after whole lines.
+
+    Readers consume only up to the last newline, so nothing cut here was ever read.
+    """
+    if not path.exists():
+        return
+    with path.open("rb+") as fh:
+        size = fh.seek(0, 2)
+        if size == 0:
+            return
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return
+        keep = size
+        while keep > 0:
+            step = min(65536, keep)
+            fh.seek(keep - step)
+            block = fh.read(step)
+            newline = block.rfind(b"\n")
+            if newline >= 0:
+                keep = keep - step + newline + 1
+                break
+            keep -= step
+        fh.truncate(keep)

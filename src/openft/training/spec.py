@@ -49,6 +49,8 @@ class TrainingSpec:
     lora_dropout: float = 0.0
     warmup_ratio: float = 0.05
     max_seq_len: int | None = None
+    cache_dir: str | None = None
+    """Where tokenized files are cached (``$OPENFT_HOME/cache/tokenized``); None: that of the environment."""
     """Examples longer than this are truncated (and reported); None: the model's context length."""
 
     keep_checkpoints: int = 3
@@ -62,6 +64,48 @@ class TrainingSpec:
 
     threads: int | None = None
     """torch intra-op threads; None: all cores."""
+
+    resume_from: str | None = None
+    """A full-state directory (``{output_dir}/state/step-N``) to continue from; see ``training/checkpointing.py``."""
+
+    save_state_every_steps: int | None = None
+    """Steps between full-state saves within an epoch; None: by time (``save_state_every_seconds``)."""
+
+    save_state_every_seconds: float | None = 60.0
+    """Wall-clock seconds between full-state saves within an epoch when no step interval is set."""
+
+    integrations: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """The job's ``integrations`` (``wandb``, ``mlflow``): where ``training/tracking.py`` logs metrics."""
+
+    grader: dict[str, Any] | None = None
+    """Reinforcement: the job's grader (``method.reinforcement.grader``), already checked."""
+
+    eval_interval: int | None = None
+    """Reinforcement: steps between validation-reward evaluations; None: about ten over the run."""
+
+    eval_samples: int | None = None
+    """Reinforcement: completions per validation prompt at each evaluation (1: greedy); None: 1."""
+
+    compute_multiplier: float = 1.0
+    """Reinforcement: scales the completions sampled per training prompt (4 at 1.0)."""
+
+    reasoning_effort: str = "default"
+    """Reinforcement: ``low``/``default``/``medium``/``high`` scale the most tokens a completion may have."""
+
+    private_dirs: list[str] = dataclasses.field(default_factory=list)
+    """Directories a python grader must not see (the server's data and database directories)."""
+
+    python_grader_timeout_seconds: float = 30.0
+    """Reinforcement: wall-clock and CPU limit of one python grader run."""
+
+    training_type: str = "lora"
+    """``lora`` (adapters over a frozen base) or ``full`` (every weight; saves a whole model)."""
+
+    lora_target_modules: list[str] | None = None
+    """Module names LoRA adapts (e.g. ``["q_proj", "v_proj"]``); None: every linear layer but the head."""
+
+    beta: float = 0.1
+    """DPO: how far the policy may move from the reference (higher: closer to it)."""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -74,7 +74,7 @@ def test_chat_returns_text_and_counts_real_tokens(backend: HFBackend, base_model
 
     assert len(gen.choices) == 1
     assert isinstance(gen.choices[0].text, str)
-    tokenizer = backend._loaded[TINY_CHAT].tokenizer
+    tokenizer = backend.tokenizer(base_model)
     rendered = tokenizer.apply_chat_template(HI, add_generation_prompt=True, tokenize=False)
     assert gen.prompt_tokens == len(tokenizer(rendered, add_special_tokens=False)["input_ids"])
     assert 1 <= gen.completion_tokens <= 12
@@ -120,9 +120,7 @@ def test_stop_string_cuts_the_text(backend: HFBackend, base_model: ServedModel) 
     assert gen.completion_tokens < 40
 
 
-def test_frequency_penalty_changes_a_repetitive_greedy_answer(
-    backend: HFBackend, base_model: ServedModel
-) -> None:
+def test_frequency_penalty_changes_a_repetitive_greedy_answer(backend: HFBackend, base_model: ServedModel) -> None:
     plain = backend.chat(base_model, HI, SamplingParams(max_tokens=20, temperature=0)).choices[0].text
     penalised = (
         backend.chat(base_model, HI, SamplingParams(max_tokens=20, temperature=0, frequency_penalty=2.0))

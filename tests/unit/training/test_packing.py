@@ -112,3 +112,48 @@ def test_batch_loss_of_a_packed_row_is_the_token_weighted_mean_of_example_losses
     finally:
         if wrap == "lora":
             model.unload()  # leave the shared module-scoped model as it was
+
+
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
+def test_packed_training_step_equals_a_padded_batch_in_loss_accuracy_and_gradients(
+    tiny: tuple[Any, Any], examples: list[TokenizedExample]
+) -> None:
+    # The unpacked reference is the ordinary padded batch with an attention mask (what TRL's default does).
+    from peft import LoraConfig, get_peft_model
+
+    model, tokenizer = tiny
+    torch.manual_seed(0)
+    lora = get_peft_model(
+        model, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM", init_lora_weights=False)
+    )
+    trainable = [p for p in lora.parameters() if p.requires_grad]
+    try:
+        # A few steps first, so the model gets some tokens right and accuracy is worth comparing.
+        optimizer = torch.optim.AdamW(trainable, lr=3e-2)
+        for _ in range(40):
+            batch_loss(lora, pack(examples))[0].backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        loss, n_tokens, n_correct = batch_loss(lora, pack(examples))
+        packed_grads = torch.autograd.grad(loss, trainable)
+
+        width = max(len(e.input_ids) for e in examples)
+        pad = tokenizer.pad_token_id
+        input_ids = torch.tensor([e.input_ids + [pad] * (width - len(e.input_ids)) for e in examples])
+        mask = torch.tensor([[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in examples])
+        labels = torch.tensor([e.labels + [IGNORE_INDEX] * (width - len(e.labels)) for e in examples])
+        logits = lora(input_ids=input_ids, attention_mask=mask, use_cache=False).logits[:, :-1]
+        targets = labels[:, 1:]
+        padded_loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX)
+        padded_grads = torch.autograd.grad(padded_loss, trainable)
+        trained = targets != IGNORE_INDEX
+        padded_correct = int((logits.argmax(-1)[trained] == targets[trained]).sum())
+
+        assert n_tokens == int(trained.sum())
+        assert 0 < n_correct < n_tokens, "accuracy must be informative for the comparison to mean anything"
+        assert loss.item() == pytest.approx(padded_loss.item(), abs=1e-5)
+        assert n_correct / n_tokens == pytest.approx(padded_correct / n_tokens, abs=1e-9)
+        for packed_grad, padded_grad in zip(packed_grads, padded_grads, strict=True):
+            assert torch.allclose(packed_grad, padded_grad, atol=1e-5, rtol=1e-4)
+    finally:
+        lora.unload()

@@ -18,5 +18,17 @@ def _supervised(spec: TrainingSpec, events: EventWriter) -> None:
     supervised.run(spec, events)
 
 
-RECIPES: dict[str, Recipe] = {"supervised": _supervised}
+def _dpo(spec: TrainingSpec, events: EventWriter) -> None:
+    from openft.training.recipes import dpo
+
+    dpo.run(spec, events)
+
+
+def _reinforcement(spec: TrainingSpec, events: EventWriter) -> None:
+    from openft.training.recipes import reinforcement
+
+    reinforcement.run(spec, events)
+
+
+RECIPES: dict[str, Recipe] = {"supervised": _supervised, "dpo": _dpo, "reinforcement": _reinforcement}
 """Method name (``TrainingSpec.method``) -> recipe."""

@@ -22,7 +22,6 @@ import math
 import random
 import shutil
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +31,13 @@ import torch
 import torch.nn.functional as F
 
 from openft.models.catalog import TINY_CHAT, BaseModel, find_base_model
-from openft.models.loader import load_model_and_tokenizer
-from openft.training.chat_data import IGNORE_INDEX, TokenizedExample, TrainingDataError, load_chat_examples
+from openft.training.chat_data import IGNORE_INDEX, TokenizedExample, TrainingDataError
+from openft.training.checkpointing import Checkpointer, Progress, epoch_order, resume
+from openft.training.data_cache import cached_chat_examples
+from openft.training.distributed import sync_gradients
 from openft.training.events import EventWriter
+from openft.training.failures import check_loss
+from openft.training.model_setup import load_trainable_model
 from openft.training.spec import TrainingSpec
 
 VALID_SAMPLE_SIZE = 32
@@ -61,45 +64,24 @@ def run(spec: TrainingSpec, events: EventWriter) -> None:
     random.seed(spec.seed)
     torch.manual_seed(spec.seed)
 
-    # 1. Load the base model, frozen.
-    from peft import LoraConfig, get_peft_model
-
+    # 1-2. The base model with LoRA adapters (frozen base; PEFT keeps the adapters in fp32 over a
+    # bf16 base), or with every weight trainable under full fine-tuning: see training/model_setup.py.
     base = resolve_base_model(spec.base_model)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = resolve_dtype(spec.dtype, base.id, device)
-    model, tokenizer = load_model_and_tokenizer(base, Path(spec.models_dir), dtype=dtype)
-    model.config.use_cache = False  # see the module docstring: packing needs it
-
-    # 2. Wrap it with LoRA adapters. PEFT keeps them in fp32 over a bf16 base (autocast_adapter_dtype).
-    lora = LoraConfig(
-        r=spec.lora_rank,
-        lora_alpha=spec.lora_alpha,
-        lora_dropout=spec.lora_dropout,
-        target_modules="all-linear",
-        task_type="CAUSAL_LM",
-    )
-    with warnings.catch_warnings():  # PEFT calls a transformers method deprecated in v5
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
-        model = get_peft_model(model, lora).to(device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    n_trainable = sum(p.numel() for p in trainable)
-    events.message(
-        f"Loaded model {base.id} in {time.perf_counter() - started:.1f}s "
-        f"({_dtype_name(dtype)} on {device.type}); "
-        f"{n_trainable:,} trainable parameters (LoRA r={spec.lora_rank}, alpha={spec.lora_alpha})",
-        data={"trainable_parameters": n_trainable, "dtype": _dtype_name(dtype), "device": device.type},
-    )
+    loaded = load_trainable_model(spec, base, events, dtype=resolve_dtype(spec.dtype, base.id, device))
+    model, tokenizer, trainable, device = loaded.model, loaded.tokenizer, loaded.trainable, loaded.device
+    sync_gradients(trainable)  # data-parallel runs only (training/distributed.py); else a no-op
 
     # 3. Tokenize with the chat template; labels only on trained assistant turns.
     max_seq_len = spec.max_seq_len or base.context_length
-    train = _load(spec.training_file, tokenizer, max_seq_len, events, "training")
+    train = _load(spec.training_file, tokenizer, max_seq_len, events, "training", spec.cache_dir)
     if not train:
         raise TrainingDataError(
             "The training file has no example with an assistant message to train on.", param="training_file"
         )
     valid: list[TokenizedExample] = []
     if spec.validation_file:
-        valid = _load(spec.validation_file, tokenizer, max_seq_len, events, "validation")
+        valid = _load(spec.validation_file, tokenizer, max_seq_len, events, "validation", spec.cache_dir)
     n_sample = min(VALID_SAMPLE_SIZE, len(valid))
     valid_sample = [valid[i] for i in sorted(random.Random(spec.seed).sample(range(len(valid)), n_sample))]
     steps_per_epoch = math.ceil(len(train) / spec.batch_size)
@@ -115,18 +97,69 @@ def run(spec: TrainingSpec, events: EventWriter) -> None:
     optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=0.0)
     warmup_steps = round(spec.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup_steps, total_steps))
-    history: list[dict[str, Any]] = []
-    saved_steps: list[int] = []
-    step = trained_tokens = 0
-    train_seconds = 0.0
+    # A resumed run takes its place in the data, its history, every tensor and RNG from the saved state.
+    progress = resume(
+        spec.resume_from,
+        model,
+        optimizer,
+        scheduler,
+        Progress(total_steps=total_steps, seed=spec.seed, n_examples=len(train), batch_size=spec.batch_size),
+        events,
+    )
+    started -= progress.elapsed_seconds
+    history, saved_steps = progress.history, progress.saved_steps
+    step, trained_tokens, train_seconds = progress.step, progress.trained_tokens, progress.train_seconds
+    checkpointer = Checkpointer(
+        output_dir, every_steps=spec.save_state_every_steps, every_seconds=spec.save_state_every_seconds
+    )
+    checkpointer.install_stop_handler()
+
+    def save_state(epoch: int, position: int, order: list[int]) -> None:
+        checkpointer.save(
+            model,
+            optimizer,
+            scheduler,
+            progress,
+            step=step,
+            epoch=epoch,
+            position=position,
+            epoch_order=order,
+            trained_tokens=trained_tokens,
+            train_seconds=train_seconds,
+            elapsed_seconds=time.perf_counter() - started,
+        )
+
+    def save_checkpoint() -> None:
+        """A servable checkpoint at ``step``; only the last keep_checkpoints stay on disk."""
+        if spec.keep_checkpoints <= 0 or (saved_steps and saved_steps[-1] == step):
+            return
+        path = f"checkpoints/step-{step}"
+        save_adapter(model, tokenizer, output_dir / path)
+        events.checkpoint(
+            step=step,
+            path=path,
+            metrics={k: v for k, v in history[-1].items() if k not in ("total_steps", "epoch")},
+        )
+        saved_steps.append(step)
+        while len(saved_steps) > spec.keep_checkpoints:
+            old = saved_steps.pop(0)
+            shutil.rmtree(output_dir / f"checkpoints/step-{old}", ignore_errors=True)
+            events.checkpoint_deleted(old)
+
     model.train()
-    for epoch in range(spec.n_epochs):
-        order = list(range(len(train)))
-        random.Random(spec.seed + epoch).shuffle(order)
-        for first in range(0, len(order), spec.batch_size):
+    for epoch in range(progress.epoch, spec.n_epochs):
+        order = epoch_order(len(train), spec.seed, epoch)
+        start = progress.position if epoch == progress.epoch else 0
+        for first in range(start, len(order), spec.batch_size):
             step_started = time.perf_counter()
             batch = pack([train[i] for i in order[first : first + spec.batch_size]], device)
             loss, n_tokens, n_correct = batch_loss(model, batch)
+            check_loss(
+                float(loss.item()),
+                step=step + 1,
+                learning_rate=spec.learning_rate,
+                multiplier=spec.learning_rate_multiplier,
+            )
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
             optimizer.step()
@@ -162,21 +195,22 @@ def run(spec: TrainingSpec, events: EventWriter) -> None:
                 tokens_per_second=trained_tokens / train_seconds,
                 elapsed_seconds=time.perf_counter() - started,
             )
+            # Full state within the epoch (see training/checkpointing.py); a stop request (SIGTERM)
+            # also leaves a servable checkpoint here, then ends the process cleanly.
+            if not epoch_end and checkpointer.due(step):
+                if checkpointer.stop_requested:
+                    save_checkpoint()
+                save_state(epoch, first + spec.batch_size, order)
+                if checkpointer.stop_requested:
+                    events.stopped(step)
+                    return
 
-        # 5a. One servable checkpoint per epoch; only the last keep_checkpoints stay on disk.
-        if spec.keep_checkpoints > 0:
-            path = f"checkpoints/step-{step}"
-            save_adapter(model, tokenizer, output_dir / path)
-            events.checkpoint(
-                step=step,
-                path=path,
-                metrics={k: v for k, v in history[-1].items() if k not in ("total_steps", "epoch")},
-            )
-            saved_steps.append(step)
-            while len(saved_steps) > spec.keep_checkpoints:
-                old = saved_steps.pop(0)
-                shutil.rmtree(output_dir / f"checkpoints/step-{old}", ignore_errors=True)
-                events.checkpoint_deleted(old)
+        # 5a. One servable checkpoint and one full state per epoch.
+        save_checkpoint()
+        save_state(epoch + 1, 0, [])
+        if checkpointer.stop_requested:
+            events.stopped(step)
+            return
 
     # 5b. The final adapter and OpenAI's results.csv.
     save_adapter(model, tokenizer, output_dir / "adapter")
@@ -242,10 +276,14 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def _load(path: str, tokenizer: Any, max_seq_len: int, events: EventWriter, purpose: str) -> list[TokenizedExample]:
+def _load(
+    path: str, tokenizer: Any, max_seq_len: int, events: EventWriter, purpose: str, cache_dir: str | None
+) -> list[TokenizedExample]:
     """Tokenize a file, reporting truncated examples and dropping those with nothing to train on."""
     try:
-        examples, truncated = load_chat_examples(path, tokenizer, max_seq_len)
+        examples, truncated = cached_chat_examples(
+            path, tokenizer, max_seq_len, cache_dir=Path(cache_dir) if cache_dir else None
+        )  # tokenized once per file
     except TrainingDataError as exc:
         raise TrainingDataError(f"{purpose.capitalize()} file: {exc}", param=f"{purpose}_file") from exc
     if truncated:

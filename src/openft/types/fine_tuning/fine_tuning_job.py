@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 JobStatus = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled", "paused"]
 Auto = Literal["auto"]
@@ -20,15 +20,47 @@ class Hyperparameters(BaseModel):
 
 
 class DpoHyperparameters(Hyperparameters):
-    beta: Auto | float | None = Field(default="auto")
+    beta: Auto | Annotated[float, Field(gt=0, le=2)] | None = Field(default="auto")
+
+
+class OpenftTrainingOptions(BaseModel):
+    """openft's own options, ``method.supervised.openft`` / ``method.dpo.openft``: LoRA or full fine-tuning.
+
+    Absent fields take the defaults: LoRA with r=16, alpha=32, dropout 0 on every linear layer.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    training_type: Literal["lora", "full"] = "lora"
+    """``full`` trains every weight and saves a whole model instead of an adapter."""
+    lora_rank: int | None = Field(default=None, ge=1, le=512)
+    lora_alpha: float | None = Field(default=None, gt=0)
+    lora_dropout: float | None = Field(default=None, ge=0, lt=1)
+    target_modules: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1)
+    """Module names LoRA adapts, e.g. ``["q_proj", "v_proj"]``; default every linear layer but the head."""
+
+    @model_serializer(mode="wrap")
+    def _without_unset(self, handler: Any) -> dict[str, Any]:
+        # Only what the job asked for; absent options mean the documented defaults.
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if v is not None}
+
+    @model_validator(mode="after")
+    def _lora_options_need_lora(self) -> OpenftTrainingOptions:
+        names = ("lora_rank", "lora_alpha", "lora_dropout", "target_modules")
+        lora = [k for k in names if getattr(self, k) is not None]
+        if self.training_type == "full" and lora:
+            raise ValueError(f"{', '.join(lora)} only apply when training_type is 'lora'")
+        return self
 
 
 class SupervisedMethod(BaseModel):
     hyperparameters: Hyperparameters | None = None
+    openft: OpenftTrainingOptions | None = None
 
 
 class DpoMethod(BaseModel):
     hyperparameters: DpoHyperparameters | None = None
+    openft: OpenftTrainingOptions | None = None
 
 
 class Method(BaseModel):
@@ -45,9 +77,33 @@ class WandbSettings(BaseModel):
     tags: list[str] | None = None
 
 
+class MlflowSettings(BaseModel):
+    """openft's own integration type: metrics logged to an MLflow tracking server or ``file://`` folder."""
+
+    tracking_uri: str | None = None
+    experiment_name: str | None = None
+    run_name: str | None = None
+    """Default: the job id."""
+
+
 class Integration(BaseModel):
-    type: Literal["wandb"]
-    wandb: WandbSettings
+    type: Literal["wandb", "mlflow"]
+    wandb: WandbSettings | None = None
+    mlflow: MlflowSettings | None = None
+
+    @model_validator(mode="after")
+    def _settings_for_type(self) -> Integration:
+        if self.type == "wandb" and self.wandb is None:
+            raise ValueError("an integration of type 'wandb' needs a 'wandb' object")
+        if self.type == "mlflow" and self.mlflow is None:
+            raise ValueError("an integration of type 'mlflow' needs an 'mlflow' object")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_other_settings(self, handler: Any) -> dict[str, Any]:
+        # The wire object carries only its own type's settings, as OpenAI's ``{"type": "wandb", "wandb": {...}}``.
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if k in ("type", self.type)}
 
 
 class JobError(BaseModel):

@@ -1,0 +1,213 @@
+"""Webhooks: ``fine_tuning.job.succeeded|failed|cancelled`` sent to each endpoint of the job's organization.
+
+When a job reaches a terminal state, :func:`job_finished` writes one delivery row per endpoint (an
+outbox, in the same database as the job), and a worker's :class:`WebhookDispatcher` thread sends
+them, retrying failures with exponential backoff. Payloads follow OpenAI's ``WebhookFineTuningJob*``
+events (``{"id": "evt_…", "object": "event", "type": …, "created_at": …, "data": {"id": job_id}}``)
+and are signed with the Standard Webhooks scheme that ``openai.OpenAI().webhooks.unwrap`` verifies:
+``webhook-signature: v1,base64(HMAC-SHA256(key, f"{webhook-id}.{webhook-timestamp}.{body}"))`` where
+the key is the base64-decoded part of the endpoint's ``whsec_…`` secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import threading
+import time
+from typing import Any
+
+import httpx
+
+from openft import ids
+from openft.jobs import status as st
+from openft.store import Store
+from openft.store.webhooks import (
+    DELIVERED,
+    FAILED,
+    PENDING,
+    WebhookDeliveryRow,
+    WebhookEndpointRow,
+    WebhookStore,
+)
+
+log = logging.getLogger(__name__)
+
+EVENT_TYPES = {
+    st.SUCCEEDED: "fine_tuning.job.succeeded",
+    st.FAILED: "fine_tuning.job.failed",
+    st.CANCELLED: "fine_tuning.job.cancelled",
+}
+MAX_ATTEMPTS = 8
+"""Attempts before a delivery is given up (about 21 minutes of retries at the default backoff)."""
+BACKOFF_BASE_SECONDS = 5.0
+BACKOFF_MAX_SECONDS = 3600.0
+SEND_TIMEOUT_SECONDS = 10.0
+LEASE_SECONDS = 60.0
+
+
+def new_secret() -> str:
+    """A signing secret in the Standard Webhooks format: ``whsec_`` + base64 of 32 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def sign(secret: str, message_id: str, timestamp: int, body: str) -> str:
+    """The ``webhook-signature`` header value for ``body``."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    mac = hmac.new(key, f"{message_id}.{timestamp}.{body}".encode(), hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def signed_headers(secret: str, message_id: str, body: str, timestamp: int | None = None) -> dict[str, str]:
+    ts = int(time.time()) if timestamp is None else timestamp
+    return {
+        "content-type": "application/json",
+        "webhook-id": message_id,
+        "webhook-timestamp": str(ts),
+        "webhook-signature": sign(secret, message_id, ts, body),
+    }
+
+
+def backoff_seconds(attempts: int, base: float = BACKOFF_BASE_SECONDS) -> float:
+    """Delay before attempt ``attempts + 1``: base, 2x base, 4x base, ... capped at an hour."""
+    return float(min(BACKOFF_MAX_SECONDS, base * 2 ** max(attempts - 1, 0)))
+
+
+def new_endpoint(organization_id: str, url: str, events: list[str] | None = None) -> WebhookEndpointRow:
+    return WebhookEndpointRow(
+        id=f"we_{ids.new_model_short_id()}{ids.new_model_short_id()}",
+        organization_id=organization_id,
+        url=url,
+        secret=new_secret(),
+        created_at=int(time.time()),
+        events=events,
+    )
+
+
+def job_finished(store: Store, job_id: str, status: str) -> None:
+    """Queue the webhook event of a job that has just reached ``status``; never raises.
+
+    Called once per terminal transition (the transitions are compare-and-set, so only the caller
+    that made it happen calls this).
+    """
+    try:
+        event_type = EVENT_TYPES.get(status)
+        if event_type is None:
+            return
+        job = store.get_job(job_id)
+        webhooks = WebhookStore(store.engine)
+        endpoints = [e for e in webhooks.list_endpoints(job.organization_id) if not e.events or event_type in e.events]
+        if not endpoints:
+            return
+        now = int(time.time())
+        event_id = f"evt_{ids.new_model_short_id()}{ids.new_model_short_id()}{ids.new_model_short_id()}"
+        payload = json.dumps(
+            {"id": event_id, "object": "event", "type": event_type, "created_at": now, "data": {"id": job_id}},
+            separators=(",", ":"),
+        )
+        webhooks.add_deliveries(
+            [
+                WebhookDeliveryRow(
+                    id=f"whdel_{ids.new_model_short_id()}{ids.new_model_short_id()}",
+                    event_id=event_id,
+                    endpoint_id=e.id,
+                    organization_id=job.organization_id,
+                    event_type=event_type,
+                    payload=payload,
+                    status=PENDING,
+                    next_attempt_at=time.time(),
+                    created_at=now,
+                )
+                for e in endpoints
+            ]
+        )
+    except Exception:  # a webhook problem must never change the job's outcome
+        log.exception("job %s: could not queue its webhook event", job_id)
+
+
+class WebhookDispatcher:
+    """Sends due deliveries; ``run`` loops until stopped (a worker runs it in its own thread)."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        poll_seconds: float = 1.0,
+        backoff_base: float = BACKOFF_BASE_SECONDS,
+        max_attempts: int = MAX_ATTEMPTS,
+    ):
+        self.webhooks = WebhookStore(store.engine)
+        self.poll_seconds = poll_seconds
+        self.backoff_base = backoff_base
+        self.max_attempts = max_attempts
+        self._http = httpx.Client(timeout=SEND_TIMEOUT_SECONDS, follow_redirects=False)
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                sent = self.deliver_due()
+            except Exception:
+                log.exception("webhook delivery round failed")
+                sent = 0
+            if not sent:
+                stop.wait(self.poll_seconds)
+        self._http.close()
+
+    def deliver_due(self, now: float | None = None) -> int:
+        """Attempt every due delivery once; returns how many were attempted."""
+        due = self.webhooks.claim_due(time.time() if now is None else now, LEASE_SECONDS)
+        for delivery in due:
+            self._attempt(delivery)
+        return len(due)
+
+    def _attempt(self, delivery: WebhookDeliveryRow) -> None:
+        attempts = delivery.attempts + 1
+        code: int | None = None
+        error: str | None = None
+        try:
+            endpoint = self.webhooks.get_endpoint(delivery.endpoint_id)
+        except Exception:
+            self._record(delivery, FAILED, attempts, None, "The endpoint was deleted.")
+            return
+        try:
+            headers = signed_headers(endpoint.secret, delivery.event_id, delivery.payload)
+            response = self._http.post(endpoint.url, content=delivery.payload.encode(), headers=headers)
+            code = response.status_code
+            if 200 <= code < 300:
+                self._record(delivery, DELIVERED, attempts, code, None)
+                return
+            error = f"HTTP {code}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        final = attempts >= self.max_attempts
+        self._record(delivery, FAILED if final else PENDING, attempts, code, error)
+
+    def _record(self, d: WebhookDeliveryRow, status: str, attempts: int, code: int | None, error: str | None) -> None:
+        next_at = time.time() + backoff_seconds(attempts, self.backoff_base) if status == PENDING else 0.0
+        self.webhooks.record_attempt(
+            d.id, status=status, attempts=attempts, next_attempt_at=next_at, status_code=code, error=error
+        )
+        log.info("webhook %s to %s: attempt %d -> %s %s", d.event_type, d.endpoint_id, attempts, status, error or "")
+
+
+def delivery_view(d: WebhookDeliveryRow) -> dict[str, Any]:
+    """A delivery as the API and CLI show it."""
+    return {
+        "id": d.id,
+        "object": "webhook.delivery",
+        "event_id": d.event_id,
+        "event_type": d.event_type,
+        "endpoint_id": d.endpoint_id,
+        "status": d.status,
+        "attempts": d.attempts,
+        "created_at": d.created_at,
+        "delivered_at": d.delivered_at,
+        "next_attempt_at": int(d.next_attempt_at) if d.status == PENDING else None,
+        "last_status_code": d.last_status_code,
+        "last_error": d.last_error,
+        "payload": json.loads(d.payload),
+    }

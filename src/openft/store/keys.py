@@ -1,0 +1,126 @@
+"""API keys: minted once, stored only as a SHA-256 hash, looked up by that hash.
+
+A key is 48 random characters (about 285 bits), so a plain SHA-256 is the right hash: there is nothing
+to brute-force, and a salted slow hash would only make every request slower.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import string
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select, update
+
+from openft import ids
+from openft.errors import InvalidRequest, NotFound
+from openft.store import schema as s
+from openft.store.database import Store
+
+_ALPHABET = string.ascii_letters + string.digits
+# Organization and project ids become part of fine-tuned model names, where ':' separates fields.
+_OWNER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass
+class ApiKeyRow:
+    id: str
+    organization_id: str
+    key_hash: str
+    redacted: str
+    """What listings show instead of the key: ``sk-…`` and its last four characters."""
+    created_at: int
+    project_id: str | None = None
+    name: str | None = None
+    revoked_at: int | None = None
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _check_owner_id(value: str, what: str) -> None:
+    if not _OWNER_ID.match(value):
+        raise InvalidRequest(f"{what} must be 1-64 letters, digits, '-' or '_' (got {value!r}).", param=what)
+
+
+class KeyStore:
+    """Create, find, list and revoke API keys."""
+
+    def __init__(self, store: Store):
+        self.engine = store.engine
+
+    def create(
+        self, organization_id: str, project_id: str | None = None, name: str | None = None
+    ) -> tuple[ApiKeyRow, str]:
+        """Mint a key for ``organization_id`` (and ``project_id``).
+
+        Returns:
+            The stored row and the key itself, which is never stored and cannot be shown again.
+
+        Raises:
+            InvalidRequest: an organization or project id with characters a model name cannot carry.
+        """
+        _check_owner_id(organization_id, "organization")
+        if project_id is not None:
+            _check_owner_id(project_id, "project")
+        key = "sk-" + "".join(secrets.choice(_ALPHABET) for _ in range(48))
+        row = ApiKeyRow(
+            id=ids.new_api_key_id(),
+            organization_id=organization_id,
+            project_id=project_id,
+            name=name,
+            key_hash=hash_key(key),
+            redacted=f"sk-...{key[-4:]}",
+            created_at=int(time.time()),
+        )
+        with self.engine.begin() as conn:
+            conn.execute(insert(s.api_keys).values(**row.__dict__))
+        return row, key
+
+    def find(self, key: str) -> ApiKeyRow | None:
+        """The active key whose hash matches ``key``; None for an unknown or revoked key."""
+        digest = hash_key(key)
+        query = select(s.api_keys).where(s.api_keys.c.key_hash == digest, s.api_keys.c.revoked_at.is_(None))
+        with self.engine.connect() as conn:
+            found = conn.execute(query).first()
+        if found is None or not hmac.compare_digest(found.key_hash, digest):
+            return None
+        return ApiKeyRow(**{k: v for k, v in found._mapping.items() if k != "seq"})
+
+    def any_configured(self) -> bool:
+        """Whether any key was ever created: then every request needs a valid one. Revoked keys count, so
+        revoking the last key locks the server instead of opening it to everyone."""
+        query = select(s.api_keys.c.seq).limit(1)
+        with self.engine.connect() as conn:
+            return conn.execute(query).first() is not None
+
+    def list(self, organization_id: str | None = None, *, include_revoked: bool = False) -> list[ApiKeyRow]:
+        query = select(s.api_keys).order_by(s.api_keys.c.seq)
+        if organization_id is not None:
+            query = query.where(s.api_keys.c.organization_id == organization_id)
+        if not include_revoked:
+            query = query.where(s.api_keys.c.revoked_at.is_(None))
+        with self.engine.connect() as conn:
+            return [ApiKeyRow(**{k: v for k, v in r._mapping.items() if k != "seq"}) for r in conn.execute(query)]
+
+    def revoke(self, key_id: str) -> ApiKeyRow:
+        """Revoke a key by its id (``key_…``); requests with it fail from then on.
+
+        Raises:
+            NotFound: no active key with that id.
+        """
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(s.api_keys)
+                .where(s.api_keys.c.id == key_id, s.api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=int(time.time()))
+            ).rowcount
+            row = conn.execute(select(s.api_keys).where(s.api_keys.c.id == key_id)).first()
+        if not changed or row is None:
+            raise NotFound(f"No active API key with id {key_id}.", param="key_id", code="api_key_not_found")
+        return ApiKeyRow(**{k: v for k, v in row._mapping.items() if k != "seq"})

@@ -1,0 +1,112 @@
+"""Load the model a recipe trains: LoRA adapters over a frozen base, or every weight (full fine-tuning).
+
+``spec.training_type`` picks one per job (``method.<type>.openft.training_type`` on the wire).
+With LoRA only the adapters train, so the base weights may stay in bf16 and the frozen base is
+the DPO reference (``model.disable_adapter()``), with no second copy in memory. Full fine-tuning
+trains every weight in fp32 (bf16 weights would round away AdamW's small updates) and saves a whole
+model: ``config.json`` and safetensors, no ``adapter_config.json``, which is how serving tells the
+two apart.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from openft.models.catalog import BaseModel
+from openft.models.loader import load_model_and_tokenizer
+from openft.training.events import EventWriter
+from openft.training.spec import TrainingSpec
+
+LORA = "lora"
+FULL = "full"
+TRAINING_TYPES = (LORA, FULL)
+
+
+@dataclass
+class TrainableModel:
+    """The model a recipe trains, with what it needs around it."""
+
+    model: Any
+    """A ``PeftModel`` (LoRA) or a ``PreTrainedModel`` (full)."""
+    tokenizer: Any
+    trainable: list[torch.nn.Parameter]
+    device: torch.device
+    dtype: torch.dtype
+    training_type: str
+
+    @property
+    def is_lora(self) -> bool:
+        return self.training_type == LORA
+
+    @contextmanager
+    def reference(self) -> Iterator[Any]:
+        """The model as it was before training, for a DPO reference pass (no gradients).
+
+        With LoRA that is the base with the adapter disabled. Full fine-tuning has no such view, so
+        callers compute reference values before the first step (see ``recipes/dpo.py``).
+        """
+        with torch.no_grad(), self.model.disable_adapter() if self.is_lora else nullcontext():
+            yield self.model
+
+
+def load_trainable_model(
+    spec: TrainingSpec, base: BaseModel, events: EventWriter, *, dtype: torch.dtype
+) -> TrainableModel:
+    """Load ``base`` and make it trainable as ``spec.training_type`` says.
+
+    Args:
+        spec: The job's spec (training type, LoRA rank/alpha/dropout/target modules).
+        base: The resolved base model.
+        events: Where the "Loaded model" message goes.
+        dtype: The dtype of frozen base weights under LoRA; full fine-tuning always trains in fp32.
+
+    Raises:
+        ValueError: Unknown training type, or LoRA target modules that match nothing in the model.
+    """
+    if spec.training_type not in TRAINING_TYPES:
+        raise ValueError(f"unknown training_type {spec.training_type!r}; expected lora or full")
+    started = time.perf_counter()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.training_type == FULL:
+        dtype = torch.float32
+    model, tokenizer = load_model_and_tokenizer(base, Path(spec.models_dir), dtype=dtype)
+    model.config.use_cache = False  # packing needs it (see recipes/supervised.py)
+    if spec.training_type == LORA:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=spec.lora_rank,
+            lora_alpha=spec.lora_alpha,
+            lora_dropout=spec.lora_dropout,
+            target_modules=list(spec.lora_target_modules) if spec.lora_target_modules else "all-linear",
+            task_type="CAUSAL_LM",
+        )
+        with warnings.catch_warnings():  # PEFT calls a transformers method deprecated in v5
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+            model = get_peft_model(model, lora)
+        what = f"LoRA r={spec.lora_rank}, alpha={spec.lora_alpha}"
+    else:
+        what = "full fine-tuning"
+    model = model.to(device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    n_trainable = sum(p.numel() for p in trainable)
+    dtype_name = str(dtype).removeprefix("torch.")
+    events.message(
+        f"Loaded model {base.id} in {time.perf_counter() - started:.1f}s ({dtype_name} on {device.type}); "
+        f"{n_trainable:,} trainable parameters ({what})",
+        data={
+            "trainable_parameters": n_trainable,
+            "dtype": dtype_name,
+            "device": device.type,
+            "training_type": spec.training_type,
+        },
+    )
+    return TrainableModel(model, tokenizer, trainable, device, dtype, spec.training_type)
