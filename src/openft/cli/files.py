@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from openft.cli.options import DEFAULT_URL, AsJson, BaseUrl, console, make_client, print_json
+from openft.cli.options import DEFAULT_URL, AsJson, BaseUrl, console, id_column, make_client, print_json
 from openft.cli.validate import render_report, validation_report
 
 files_app = typer.Typer(help="Files on a server, and checking a file before upload.", no_args_is_help=True)
@@ -34,7 +34,7 @@ def files_list(base_url: BaseUrl = DEFAULT_URL, as_json: AsJson = False) -> None
     if as_json:
         print_json(files)
         return
-    table = Table("id", "purpose", "bytes", "filename", box=None)
+    table = Table(id_column(), "purpose", "bytes", "filename", box=None)
     for f in files:
         table.add_row(f.id, f.purpose, f"{f.bytes:,}", f.filename)
     console.print(table)

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from openft.cli.follow import follow_job
-from openft.cli.options import DEFAULT_URL, AsJson, BaseUrl, console, make_client, print_json
+from openft.cli.options import DEFAULT_URL, AsJson, BaseUrl, console, id_column, make_client, print_json
 
 jobs_app = typer.Typer(help="Fine-tuning jobs on a server.", no_args_is_help=True)
 
@@ -96,7 +96,7 @@ def jobs_list(limit: int = 20, base_url: BaseUrl = DEFAULT_URL, as_json: AsJson 
     if as_json:
         print_json(jobs)
         return
-    table = Table("id", "status", "model", "age", "fine-tuned model", box=None)
+    table = Table(id_column(), "status", "model", "age", "fine-tuned model", box=None)
     for job in jobs:
         table.add_row(job.id, job.status, job.model, _age(job.created_at), job.fine_tuned_model or "")
     console.print(table)

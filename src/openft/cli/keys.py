@@ -10,13 +10,14 @@ Once a key exists, every ``/v1`` request needs one.
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from openft.cli.options import console as stdout
+from openft.cli.options import id_column
 from openft.errors import OpenFTError
 from openft.settings import Settings
 from openft.store import open_store
@@ -54,7 +55,7 @@ def list_keys(
     all_: Annotated[bool, typer.Option("--all", help="Include revoked keys.")] = False,
 ) -> None:
     """List keys (never the keys themselves: their last four characters)."""
-    table = Table("id", "organization", "project", "name", "key", "created", "revoked")
+    table = Table(id_column(), "organization", "project", "name", "key", "created", "revoked")
     for row in _keys().list(organization, include_revoked=all_):
         table.add_row(
             row.id,
@@ -65,8 +66,7 @@ def list_keys(
             str(row.created_at),
             str(row.revoked_at or ""),
         )
-    # Piped output (scripts, grep) gets room for whole ids instead of the 80 columns rich assumes.
-    Console(width=None if sys.stdout.isatty() else 240).print(table)
+    stdout.print(table)
 
 
 @keys_app.command("revoke")

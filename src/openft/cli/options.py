@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.table import Column
 
-console = Console()
+# Piped output is read by scripts and tests: never squeeze it to 80 columns, where ids would be cut.
+console = Console(width=None if sys.stdout.isatty() else 240)
 DEFAULT_URL = "http://127.0.0.1:8000/v1"
 
 BaseUrl = Annotated[str, typer.Option("--base-url", envvar="OPENFT_BASE_URL", help="The server's /v1 URL.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def id_column(header: str = "id") -> Column:
+    """A table column for ids: people copy them, so they are never wrapped or cut, even on a narrow terminal."""
+    return Column(header, no_wrap=True, min_width=30)
 
 
 def api_key() -> str:

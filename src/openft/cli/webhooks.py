@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from openft.cli.options import DEFAULT_URL, AsJson, BaseUrl, console, make_client, print_json
+from openft.cli.options import DEFAULT_URL, AsJson, BaseUrl, console, id_column, make_client, print_json
 
 webhooks_app = typer.Typer(help="Webhook endpoints of your organization.", no_args_is_help=True)
 PATH = "/organization/webhooks"
@@ -37,7 +37,7 @@ def webhooks_list(base_url: BaseUrl = DEFAULT_URL, as_json: AsJson = False) -> N
     if as_json:
         print_json(endpoints)
         return
-    table = Table("id", "url", "events", box=None)
+    table = Table(id_column(), "url", "events", box=None)
     for e in endpoints:
         table.add_row(e["id"], e["url"], ", ".join(e["events"]))
     console.print(table)

@@ -237,10 +237,12 @@ def run(spec: TrainingSpec, events: EventWriter) -> None:
             # A full state within the epoch; a stop request (SIGTERM: pause) also leaves a servable
             # checkpoint, then ends the process cleanly.
             if not epoch_end and checkpointer.due(step):
-                if checkpointer.stop_requested:
+                # Read once: a SIGTERM arriving during the save must not yield a stop without its checkpoint.
+                stopping = checkpointer.stop_requested
+                if stopping:
                     save_checkpoint()
                 save_state(epoch, first + spec.batch_size, order)
-                if checkpointer.stop_requested:
+                if stopping:
                     events.stopped(step)
                     return
 

@@ -272,10 +272,12 @@ def run(spec: TrainingSpec, events: EventWriter) -> None:
             )
             # A stop request (SIGTERM: pause) saves a servable checkpoint and a full state, then ends cleanly.
             if not epoch_end and checkpointer.due(step):
-                if checkpointer.stop_requested:
+                # Read once: a SIGTERM arriving during the save must not yield a stop without its checkpoint.
+                stopping = checkpointer.stop_requested
+                if stopping:
                     save_checkpoint()
                 save_state(epoch, first + spec.batch_size, order)
-                if checkpointer.stop_requested:
+                if stopping:
                     grading.close()
                     events.stopped(step)
                     return
