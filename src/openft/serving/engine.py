@@ -6,9 +6,9 @@ per choice of each request):
 * Requests that arrive while the engine is idle are gathered for ``window_s``, then prefilled together
   (left-padded); requests that arrive while it is decoding are prefilled at the next step boundary and
   join the running batch (their key/value cache is left-padded to the batch's length), up to ``max_rows``.
-* Rows of different adapters of the same base share every forward pass: PEFT's mixed-adapter batches
-  (``adapter_names``, with ``__base__`` for the base model). A batch of one adapter runs it as the active
-  adapter. The base weights are never reloaded or copied per request.
+* Rows of different adapters of the same base (and rows of the base itself) share every forward pass:
+  each LoRA'd layer computes the base output once and adds every row's low-rank update in batched
+  matmuls (``lora_stack.LoraStack``). The base weights are never reloaded or copied per request.
 * Each row samples with its own parameters (``sampling.RowSampler``) and stops on its own; a finished,
   cancelled or disconnected row is dropped from the batch at once, the others go on.
 * Adapters are loaded, evicted and deleted only by this thread, between steps.
@@ -33,7 +33,7 @@ from openft.serving import batch_cache
 from openft.serving.backend import SamplingParams, ServedModel, StreamDelta
 from openft.serving.json_constraint import JsonConstraint
 from openft.serving.output import ChoiceText
-from openft.serving.pool import BASE_ADAPTER, LoadedBase
+from openft.serving.pool import LoadedBase
 from openft.serving.sampling import RowSampler
 
 if TYPE_CHECKING:
@@ -67,7 +67,8 @@ class Request:
 class _Row:
     request: Request
     index: int
-    adapter: str
+    adapter: str | None
+    """Its adapter's name in the base's ``LoraStack`` (None: the base model)."""
     sampler: RowSampler
     text: ChoiceText
     position: int
@@ -201,7 +202,7 @@ class BatchEngine:
         """Prefill the backlog's requests that fit, and add their rows to the batch."""
         if self._rows and not batch_cache.joinable(self._cache):
             return
-        chosen: list[tuple[Request, str]] = []
+        chosen: list[tuple[Request, str | None]] = []
         rows = len(self._rows)
         while self._backlog and rows + self._backlog[0].params.n <= max(self.max_rows, self._backlog[0].params.n):
             request = self._backlog.popleft()
@@ -228,7 +229,7 @@ class BatchEngine:
             request.admitted.set()
         self._prefill(chosen, new_rows)
 
-    def _new_row(self, request: Request, adapter: str, index: int) -> _Row:
+    def _new_row(self, request: Request, adapter: str | None, index: int) -> _Row:
         loaded = self.loaded
         constraint = None
         if request.json_mode:
@@ -238,7 +239,7 @@ class BatchEngine:
         )
         return _Row(request, index, adapter, sampler, ChoiceText(loaded.tokenizer, request.params.stop), 0)
 
-    def _prefill(self, chosen: list[tuple[Request, str]], new_rows: list[_Row]) -> None:
+    def _prefill(self, chosen: list[tuple[Request, str | None]], new_rows: list[_Row]) -> None:
         import torch
         from transformers import DynamicCache
 
@@ -281,32 +282,20 @@ class BatchEngine:
                 self._pick(row, logits[i])
             self._drop_finished()
 
-    def _forward(self, ids: Any, mask: Any, positions: Any, cache: Any, adapters: list[str]) -> torch.Tensor:
+    def _forward(self, ids: Any, mask: Any, positions: Any, cache: Any, adapters: list[str | None]) -> torch.Tensor:
         """Last-position logits (float32) of one forward pass, each row through its adapter."""
-        from peft import PeftModel
-
-        model = self.loaded.model
-        kwargs: dict[str, Any] = {}
         self.stats["steps"] += 1
         self.stats["max_rows"] = max(self.stats["max_rows"], len(adapters))
         if len(set(adapters)) > 1:
             self.stats["mixed_steps"] += 1
-        if isinstance(model, PeftModel):
-            names = set(adapters)
-            if len(names) == 1 and BASE_ADAPTER not in names:
-                (name,) = names
-                if model.active_adapter != name:  # one adapter: PEFT's plain path, no per-row indexing
-                    model.set_adapter(name)
-            else:
-                kwargs["adapter_names"] = adapters
-        out = model(
+        self.loaded.lora.select(adapters)
+        out = self.loaded.model(
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
             past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
-            **kwargs,
         )
         return out.logits[:, -1, :].float()
 

@@ -2,10 +2,10 @@
 
 * A base model is loaded once (fp32 on CPU, bf16 on CUDA), by whichever request first needs it; a
   full fine-tune (a whole model directory) is loaded the same way, as its own base.
-* Adapters are loaded onto their base with PEFT ``load_adapter`` on first use, under a name derived
-  from the served id, and kept in a least-recently-used order. When the adapters of one base need more
-  than ``budget_bytes`` (their parameters' bytes) or number more than ``max_adapters``, the least
-  recently used ones that no running generation needs are deleted.
+* Adapters are read on first use (``lora_weights.read_lora``) into their base's ``lora_stack.LoraStack``,
+  under a name derived from the served id, and kept in a least-recently-used order. When the adapters
+  of one base need more than ``budget_bytes`` (their weights' bytes) or number more than
+  ``max_adapters``, the least recently used ones that no running generation needs are deleted.
 * ``LoadedBase`` methods that change the model (``ensure_adapter``, ``remove``) are called only by that
   base's batching engine, between decoding steps, so they never race a forward pass.
 """
@@ -16,7 +16,6 @@ import hashlib
 import logging
 import re
 import threading
-import warnings
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,14 +28,13 @@ from openft.serving.backend import ServedModel
 if TYPE_CHECKING:
     import torch
 
-log = logging.getLogger(__name__)
+    from openft.serving.lora_stack import LoraStack
 
-BASE_ADAPTER = "__base__"
-"""PEFT's name for "no adapter" in a mixed-adapter batch."""
+log = logging.getLogger(__name__)
 
 
 def adapter_name(model_id: str) -> str:
-    """A PEFT adapter name for ``model_id``: module-attribute safe (no dots or colons) and collision free."""
+    """An adapter name for ``model_id``: module-attribute safe (no dots or colons) and collision free."""
     slug = re.sub(r"\W", "_", model_id)[:48]
     return f"{slug}_{hashlib.sha1(model_id.encode()).hexdigest()[:10]}"
 
@@ -63,7 +61,8 @@ class LoadedBase:
 
     base: BaseModel
     model: Any
-    """A ``PreTrainedModel``, or a ``PeftModel`` wrapping it once an adapter was loaded."""
+    """A ``PreTrainedModel``; the layers its loaded adapters target are wrapped by ``lora``."""
+    lora: LoraStack
     tokenizer: Any
     device: torch.device
     eos_ids: list[int]
@@ -81,8 +80,8 @@ class LoadedBase:
         with self.lock:
             return sum(a.bytes for a in self.adapters.values())
 
-    def ensure_adapter(self, served: ServedModel, pinned: set[str]) -> str:
-        """Load ``served``'s adapter if needed and mark it most recently used; its PEFT name.
+    def ensure_adapter(self, served: ServedModel, pinned: set[str]) -> str | None:
+        """Load ``served``'s adapter if needed and mark it most recently used; its name (None: the base).
 
         ``pinned`` ids (adapters of rows still generating) are never evicted to make room.
 
@@ -91,7 +90,7 @@ class LoadedBase:
             OpenFTError: The adapter could not be loaded.
         """
         if served.adapter_dir is None:
-            return BASE_ADAPTER
+            return None
         known = self.adapters.get(served.id)
         if known is not None and known.directory == served.adapter_dir:
             with self.lock:
@@ -113,12 +112,7 @@ class LoadedBase:
             adapter = self.adapters.pop(model_id, None)
         if adapter is None:
             return False
-        if self.adapters:
-            if adapter.name in self.model.active_adapters:
-                self.model.set_adapter(next(iter(self.adapters.values())).name)
-            self.model.delete_adapter(adapter.name)
-        else:  # the last one: remove the LoRA layers and go back to the plain model
-            self.model = self.model.unload()
+        self.lora.remove(adapter.name)
         log.info("unloaded adapter %s", model_id, extra={"action": "adapter_unloaded"})
         return True
 
@@ -131,26 +125,17 @@ class LoadedBase:
             self.remove(victim)
 
     def _load(self, served: ServedModel) -> LoadedAdapter:
-        from peft import PeftModel
+        from openft.serving.lora_weights import read_lora
 
         assert served.adapter_dir is not None
         name = adapter_name(served.id)
         log.info("loading adapter %s onto %s", served.id, self.base.id, extra={"action": "adapter_loading"})
         try:
-            if isinstance(self.model, PeftModel):
-                self.model.load_adapter(served.adapter_dir, adapter_name=name, is_trainable=False)
-            else:
-                with warnings.catch_warnings():
-                    # peft 0.21 reads transformers' deprecated is_gradient_checkpointing when wrapping.
-                    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
-                    self.model = PeftModel.from_pretrained(
-                        self.model, served.adapter_dir, adapter_name=name, is_trainable=False
-                    )
+            weights = read_lora(served.adapter_dir, self.model)
         except Exception as exc:
             raise OpenFTError(f"Could not load the adapter of `{served.id}`: {exc}") from exc
-        self.model.eval()
-        size = sum(p.numel() * p.element_size() for n, p in self.model.named_parameters() if f".{name}." in n)
-        return LoadedAdapter(name=name, directory=served.adapter_dir, bytes=size)
+        self.lora.add(name, weights)
+        return LoadedAdapter(name=name, directory=served.adapter_dir, bytes=weights.bytes)
 
 
 class ModelPool:
@@ -233,9 +218,12 @@ class ModelPool:
             if isinstance(token, int) and token not in eos:
                 eos.append(token)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+        from openft.serving.lora_stack import LoraStack
+
         return LoadedBase(
             base=base,
             model=model,
+            lora=LoraStack(model),
             tokenizer=tokenizer,
             device=device,
             eos_ids=eos,
