@@ -4,9 +4,16 @@ With no API keys configured, any bearer token is accepted and everything belongs
 organization (``settings.organization_id``); ``openft serve`` only allows that on loopback unless told
 ``--insecure``. Once a key exists (``openft keys create``), every ``/v1`` request needs a valid, unrevoked
 key, and acts as that key's organization and project. Requests are then limited per key per minute.
+
+A resolved header is remembered for :data:`PRINCIPAL_TTL_SECONDS`, so a client sending many requests
+costs one key lookup a second, not two queries and a thread hop per request. Keys created or revoked
+through the server's own :class:`KeyStore` take effect at once; a revocation by another process
+(``openft keys revoke``) within that time.
 """
 
 from __future__ import annotations
+
+import time
 
 import anyio.to_thread
 from fastapi import Request
@@ -15,8 +22,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from openft.api.limits import RateLimiter, send_error
 from openft.errors import AuthenticationFailed
 from openft.settings import Settings
-from openft.store.keys import KeyStore
+from openft.store.keys import KeyStore, hash_key
 from openft.tenancy import Principal
+
+PRINCIPAL_TTL_SECONDS = 1.0
+PRINCIPAL_CACHE_SIZE = 1024
 
 _MISSING = (
     "You didn't provide an API key. You need to provide your API key in an Authorization header using "
@@ -51,6 +61,33 @@ def resolve_principal(keys: KeyStore, settings: Settings, authorization: str | N
     raise AuthenticationFailed(f"Incorrect API key provided: {shown}.")
 
 
+class PrincipalCache:
+    """Principals of recently resolved ``Authorization`` headers, keyed by their hash (never the key itself).
+
+    Only successes are kept: a refused header is looked up again each time.
+    """
+
+    def __init__(self, keys: KeyStore, ttl: float = PRINCIPAL_TTL_SECONDS, size: int = PRINCIPAL_CACHE_SIZE):
+        self.keys = keys
+        self.ttl = ttl
+        self.size = size
+        self._entries: dict[str, tuple[Principal, int, float]] = {}
+
+    def get(self, header: str | None) -> Principal | None:
+        entry = self._entries.get(hash_key(header or ""))
+        if entry is None:
+            return None
+        principal, generation, expires = entry
+        if generation != self.keys.generation or time.monotonic() > expires:
+            return None
+        return principal
+
+    def put(self, header: str | None, principal: Principal) -> None:
+        if len(self._entries) >= self.size:
+            self._entries.clear()  # many distinct headers: start over rather than track their ages
+        self._entries[hash_key(header or "")] = (principal, self.keys.generation, time.monotonic() + self.ttl)
+
+
 class AuthMiddleware:
     """Authenticates every ``/v1`` request (401 in OpenAI's envelope) and applies the per-key rate limit (429)."""
 
@@ -59,6 +96,7 @@ class AuthMiddleware:
         self.keys = keys
         self.settings = settings
         self.limiter = RateLimiter(settings.requests_per_minute)
+        self.principals = PrincipalCache(keys)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/v1"):
@@ -66,11 +104,14 @@ class AuthMiddleware:
             return
         raw = dict(scope["headers"]).get(b"authorization")
         header = raw.decode("latin-1") if raw is not None else None
-        try:
-            principal = await anyio.to_thread.run_sync(resolve_principal, self.keys, self.settings, header)
-        except AuthenticationFailed as exc:
-            await send_error(send, exc)
-            return
+        principal = self.principals.get(header)
+        if principal is None:
+            try:
+                principal = await anyio.to_thread.run_sync(resolve_principal, self.keys, self.settings, header)
+            except AuthenticationFailed as exc:
+                await send_error(send, exc)
+                return
+            self.principals.put(header, principal)
         if principal.key_id is not None and (wait := self.limiter.hit(principal.key_id)) > 0:
             error, headers = self.limiter.error(principal.key_id, wait)
             await send_error(send, error, headers)
@@ -79,10 +120,11 @@ class AuthMiddleware:
         await self.app(scope, receive, send)
 
 
-def authenticate(request: Request) -> Principal:
+async def authenticate(request: Request) -> Principal:
     """The request's principal: set by :class:`AuthMiddleware` on ``/v1``, resolved here elsewhere."""
     principal = getattr(request.state, "principal", None)
     if isinstance(principal, Principal):
         return principal
     keys: KeyStore = request.app.state.keys
-    return resolve_principal(keys, request.app.state.settings, request.headers.get("authorization"))
+    header = request.headers.get("authorization")
+    return await anyio.to_thread.run_sync(resolve_principal, keys, request.app.state.settings, header)

@@ -1,4 +1,8 @@
-"""Collaborators of the route handlers, as ``Annotated`` dependency aliases."""
+"""Collaborators of the route handlers, as ``Annotated`` dependency aliases.
+
+All are ``async``: FastAPI runs a plain ``def`` dependency in its thread pool, a hop per dependency per
+request for what is an attribute read.
+"""
 
 from __future__ import annotations
 
@@ -17,31 +21,31 @@ from openft.store import Store
 from openft.tenancy import Principal
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def _store(request: Request) -> Store:
+async def _store(request: Request) -> Store:
     return request.app.state.store  # type: ignore[no-any-return]
 
 
-def _files(request: Request) -> FileService:
+async def _files(request: Request) -> FileService:
     return request.app.state.files  # type: ignore[no-any-return]
 
 
-def _jobs(request: Request) -> JobService:
+async def _jobs(request: Request) -> JobService:
     return request.app.state.jobs  # type: ignore[no-any-return]
 
 
-def _registry(request: Request) -> ModelRegistry:
+async def _registry(request: Request) -> ModelRegistry:
     return request.app.state.registry  # type: ignore[no-any-return]
 
 
-def _uploads(request: Request) -> UploadService:
+async def _uploads(request: Request) -> UploadService:
     return request.app.state.uploads  # type: ignore[no-any-return]
 
 
-def _permissions(request: Request) -> CheckpointPermissions:
+async def _permissions(request: Request) -> CheckpointPermissions:
     return request.app.state.permissions  # type: ignore[no-any-return]
 
 

@@ -9,6 +9,7 @@ serialises writers, so the same statement is atomic there).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -20,13 +21,19 @@ from sqlalchemy.engine import Row
 from openft import ids
 from openft.errors import FileNotFound, JobNotFound
 from openft.store import schema as s
+from openft.store import statements as q
 from openft.store.rows import CheckpointRow, EventRow, FileRow, JobRow
 
 R = TypeVar("R")
 
 
+@functools.cache
+def _field_names(cls: type[Any]) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(cls))
+
+
 def _to_row(cls: type[R], row: Row[Any]) -> R:
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    names = _field_names(cls)
     return cls(**{k: v for k, v in row._mapping.items() if k in names})
 
 
@@ -97,14 +104,16 @@ class Store:
 
     def get_job(self, job_id: str, organization_id: str | None = None) -> JobRow:
         """Raises JobNotFound when absent or owned by another organization."""
-        query = select(s.jobs).where(s.jobs.c.id == job_id)
-        if organization_id is not None:
-            query = query.where(s.jobs.c.organization_id == organization_id)
         with self.engine.connect() as conn:
-            row = conn.execute(query).first()
+            if organization_id is None:
+                row = conn.execute(q.JOB, {"job_id": job_id}).first()
+            else:
+                row = conn.execute(
+                    q.JOB_IN_ORGANIZATION, {"job_id": job_id, "organization_id": organization_id}
+                ).first()
         if row is None:
             raise JobNotFound(f"No such fine-tuning job: {job_id}", param="fine_tuning_job_id")
-        return _to_row(JobRow, row)
+        return JobRow(*row)
 
     def list_jobs(
         self,
@@ -115,20 +124,21 @@ class Store:
         metadata: dict[str, str] | None = None,
     ) -> tuple[list[JobRow], bool]:
         """Newest first; ``metadata`` keeps jobs carrying every given key/value pair."""
-        query = select(s.jobs).where(s.jobs.c.organization_id == organization_id)
-        for key, value in (metadata or {}).items():
-            query = query.where(
-                s.jobs.c.id.in_(
-                    select(s.job_metadata.c.job_id).where(s.job_metadata.c.key == key, s.job_metadata.c.value == value)
-                )
-            )
+        params: dict[str, Any] = {"organization_id": organization_id, "limit": limit + 1}
         with self.engine.connect() as conn:
-            if after:
-                seq = conn.execute(select(s.jobs.c.seq).where(s.jobs.c.id == after)).scalar()
-                if seq is not None:
-                    query = query.where(s.jobs.c.seq < seq)
-            rows = conn.execute(query.order_by(s.jobs.c.seq.desc()).limit(limit + 1)).all()
-        return _page([_to_row(JobRow, r) for r in rows], limit)
+            seq = conn.execute(q.JOB_SEQ, {"cursor": after}).scalar() if after else None
+            query = q.JOBS_PAGE if seq is None else q.JOBS_PAGE_BEFORE
+            params["seq"] = seq
+            for key, value in (metadata or {}).items():
+                query = query.where(
+                    s.jobs.c.id.in_(
+                        select(s.job_metadata.c.job_id).where(
+                            s.job_metadata.c.key == key, s.job_metadata.c.value == value
+                        )
+                    )
+                )
+            rows = conn.execute(query, params).all()
+        return _page(q.rows_of(JobRow, rows), limit)
 
     def update_job(
         self,
@@ -246,14 +256,11 @@ class Store:
 
     def list_events(self, job_id: str, *, after: str | None = None, limit: int = 20) -> tuple[list[EventRow], bool]:
         """Newest first; ``after`` is the id of the last event of the previous page."""
-        query = select(s.job_events).where(s.job_events.c.job_id == job_id)
         with self.engine.connect() as conn:
-            if after:
-                seq = conn.execute(select(s.job_events.c.seq).where(s.job_events.c.id == after)).scalar()
-                if seq is not None:
-                    query = query.where(s.job_events.c.seq < seq)
-            rows = conn.execute(query.order_by(s.job_events.c.seq.desc()).limit(limit + 1)).all()
-        return _page([_to_row(EventRow, r) for r in rows], limit)
+            seq = conn.execute(q.EVENT_SEQ, {"cursor": after}).scalar() if after else None
+            query = q.EVENTS_PAGE if seq is None else q.EVENTS_PAGE_BEFORE
+            rows = conn.execute(query, {"job_id": job_id, "limit": limit + 1, "seq": seq}).all()
+        return _page(q.rows_of(EventRow, rows), limit)
 
     def count_events(self, job_id: str) -> int:
         with self.engine.connect() as conn:
@@ -277,14 +284,11 @@ class Store:
         self, job_id: str, *, after: str | None = None, limit: int = 10
     ) -> tuple[list[CheckpointRow], bool]:
         """Newest first, like OpenAI's listing."""
-        query = select(s.job_checkpoints).where(s.job_checkpoints.c.job_id == job_id)
         with self.engine.connect() as conn:
-            if after:
-                seq = conn.execute(select(s.job_checkpoints.c.seq).where(s.job_checkpoints.c.id == after)).scalar()
-                if seq is not None:
-                    query = query.where(s.job_checkpoints.c.seq < seq)
-            rows = conn.execute(query.order_by(s.job_checkpoints.c.seq.desc()).limit(limit + 1)).all()
-        return _page([_to_row(CheckpointRow, r) for r in rows], limit)
+            seq = conn.execute(q.CHECKPOINT_SEQ, {"cursor": after}).scalar() if after else None
+            query = q.CHECKPOINTS_PAGE if seq is None else q.CHECKPOINTS_PAGE_BEFORE
+            rows = conn.execute(query, {"job_id": job_id, "limit": limit + 1, "seq": seq}).all()
+        return _page(q.rows_of(CheckpointRow, rows), limit)
 
     def get_checkpoint_by_model(self, name: str) -> CheckpointRow | None:
         query = select(s.job_checkpoints).where(s.job_checkpoints.c.fine_tuned_model_checkpoint == name)

@@ -53,6 +53,8 @@ class KeyStore:
 
     def __init__(self, store: Store):
         self.engine = store.engine
+        self.generation = 0
+        """Bumped by every create and revoke made through this object, so callers caching lookups know."""
 
     def create(
         self, organization_id: str, project_id: str | None = None, name: str | None = None
@@ -80,6 +82,7 @@ class KeyStore:
         )
         with self.engine.begin() as conn:
             conn.execute(insert(s.api_keys).values(**row.__dict__))
+        self.generation += 1
         return row, key
 
     def find(self, key: str) -> ApiKeyRow | None:
@@ -121,6 +124,7 @@ class KeyStore:
                 .values(revoked_at=int(time.time()))
             ).rowcount
             row = conn.execute(select(s.api_keys).where(s.api_keys.c.id == key_id)).first()
+        self.generation += 1
         if not changed or row is None:
             raise NotFound(f"No active API key with id {key_id}.", param="key_id", code="api_key_not_found")
         return ApiKeyRow(**{k: v for k, v in row._mapping.items() if k != "seq"})
