@@ -16,8 +16,10 @@ httpx clients (asyncio), one endpoint at a time, ``--requests`` requests each:
   the hot job), half of them from a random ``after`` cursor;
 * baseline: ``GET /health``, the same server and clients without the store.
 
-Prints p50/p99 per endpoint and each p99 over the baseline's p99 (goal: p99 under 20 ms), and
-appends one JSON line to ``benchmarks/results.jsonl``.
+Prints p50/p99 per endpoint and each p99 over the baseline's p99 (goal: p99 under 20 ms), with
+the load average before and after the requests, and appends one JSON line to
+``benchmarks/results.jsonl``. ``--database PATH`` keeps the filled store there (filled only when the
+file does not exist yet), so several servers can be measured on the same data.
 """
 
 from __future__ import annotations
@@ -124,11 +126,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(home: Path, port: int, *, worker: bool = False) -> subprocess.Popen[bytes]:
+def start_server(
+    home: Path, port: int, *, worker: bool = False, database_url: str | None = None
+) -> subprocess.Popen[bytes]:
     """``openft serve`` on loopback with ``home`` as ``$OPENFT_HOME``, once ``/health`` answers."""
     import httpx
 
     env = {**os.environ, "OPENFT_HOME": str(home)}
+    if database_url is not None:
+        env["OPENFT_DATABASE_URL"] = database_url
     openft = Path(sys.executable).parent / "openft"
     process = subprocess.Popen(
         [str(openft), "serve", "--worker" if worker else "--no-worker", "--port", str(port)],
@@ -207,14 +213,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--requests", type=int, default=3000, help="per endpoint")
     parser.add_argument("--results", type=Path, default=None, help="append here instead of benchmarks/results.jsonl")
+    parser.add_argument(
+        "--database", type=Path, default=None, help="SQLite file to use, filled only if absent (default: a fresh one)"
+    )
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="openft-api-bench-") as tmp:
         home = Path(tmp)
-        fill_seconds = populate(f"sqlite:///{home / 'openft.db'}", args.jobs, args.events)
-        db_mb = (home / "openft.db").stat().st_size / 1e6
+        database = args.database or home / "openft.db"
+        fill_seconds = None
+        if not database.exists():
+            fill_seconds = populate(f"sqlite:///{database}", args.jobs, args.events)
+        db_mb = database.stat().st_size / 1e6
         port = free_port()
-        server = start_server(home, port)
+        server = start_server(home, port, database_url=f"sqlite:///{database.resolve()}")
+        load_before = os.getloadavg()
         try:
             base_url = f"http://127.0.0.1:{port}"
             paths = request_paths(args.jobs, args.events, args.requests)
@@ -232,6 +245,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         finally:
             server.terminate()
             server.wait(timeout=30)
+        load_after = os.getloadavg()
     baseline_p99 = results["baseline_health"]["p99_ms"]
     for name in ("retrieve", "list", "list_events"):
         results[name]["p99_over_baseline"] = results[name]["p99_ms"] / baseline_p99
@@ -243,10 +257,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "requests_per_endpoint": args.requests,
         "fill_seconds": fill_seconds,
         "database_mb": db_mb,
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in load_after],
         **results,
     }
     print(f"\napi_latency: {args.jobs:,} jobs, {args.events:,} events in {db_mb:.0f} MB of SQLite")
-    print(f"bulk insert: {fill_seconds:.0f} s")
+    print(f"bulk insert: {fill_seconds:.0f} s" if fill_seconds is not None else f"reused {database}")
+    print(f"load average (1, 5, 15 min) before: {record['load_average_before']}, after: {record['load_average_after']}")
     print(f"{args.clients} concurrent clients, {args.requests} requests per endpoint")
     print(f"{'endpoint':<16} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'p99 / health p99':>17}")
     for name in ("baseline_health", "retrieve", "list", "list_events"):
