@@ -216,6 +216,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--database", type=Path, default=None, help="SQLite file to use, filled only if absent (default: a fresh one)"
     )
+    parser.add_argument("--note", default=None, help="free text stored in the results line (e.g. the code measured)")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="openft-api-bench-") as tmp:
@@ -255,6 +256,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "events": args.events,
         "clients": args.clients,
         "requests_per_endpoint": args.requests,
+        **({"note": args.note} if args.note else {}),
         "fill_seconds": fill_seconds,
         "database_mb": db_mb,
         "load_average_before": [round(x, 2) for x in load_before],

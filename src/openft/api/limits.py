@@ -69,7 +69,10 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         limit = self.limit_for(scope["method"], scope["path"])
-        error = RequestTooLarge(f"The request body is larger than the {limit} bytes this endpoint accepts.")
+
+        def error() -> RequestTooLarge:
+            return RequestTooLarge(f"The request body is larger than the {limit} bytes this endpoint accepts.")
+
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None:
             try:
@@ -77,7 +80,7 @@ class BodySizeLimit:
             except ValueError:
                 too_big = False
             if too_big:
-                await send_error(send, error)
+                await send_error(send, error())
                 return
         received = 0
         exceeded = False
@@ -99,7 +102,7 @@ class BodySizeLimit:
                 # FastAPI turns a failing body read into its own 400; the real reason is the size.
                 if not started:
                     started = True
-                    await send_error(send, error)
+                    await send_error(send, error())
                 return
             started = started or message["type"] == "http.response.start"
             await send(message)
@@ -108,7 +111,7 @@ class BodySizeLimit:
             await self.app(scope, counting_receive, guarded_send)
         except _TooLarge:
             if not started:
-                await send_error(send, error)
+                await send_error(send, error())
 
 
 class RateLimiter:
