@@ -178,6 +178,15 @@ async def drive(base_url: str, paths: list[str], clients: int) -> list[float]:
     return latencies
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads), from ``/proc``; NaN where there is none."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -235,13 +244,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             asyncio.run(drive(base_url, [p for group in paths.values() for p in group[:50]], args.clients))  # warm-up
             results: dict[str, Any] = {}
             for name, group in paths.items():
-                started = time.perf_counter()
+                started, client_cpu, server_cpu = time.perf_counter(), time.process_time(), cpu_seconds(server.pid)
                 latencies = asyncio.run(drive(base_url, group, args.clients))
                 elapsed = time.perf_counter() - started
                 results[name] = {
                     "p50_ms": percentile(latencies, 0.50),
                     "p99_ms": percentile(latencies, 0.99),
                     "requests_per_second": len(latencies) / elapsed,
+                    # Where the two cores went: CPU per request in the server and in the 16 clients' process.
+                    "server_cpu_ms_per_request": (cpu_seconds(server.pid) - server_cpu) * 1000 / len(latencies),
+                    "client_cpu_ms_per_request": (time.process_time() - client_cpu) * 1000 / len(latencies),
                 }
         finally:
             server.terminate()
@@ -267,11 +279,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"bulk insert: {fill_seconds:.0f} s" if fill_seconds is not None else f"reused {database}")
     print(f"load average (1, 5, 15 min) before: {record['load_average_before']}, after: {record['load_average_after']}")
     print(f"{args.clients} concurrent clients, {args.requests} requests per endpoint")
-    print(f"{'endpoint':<16} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'p99 / health p99':>17}")
+    header = f"{'endpoint':<16} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'p99 / health p99':>17}"
+    print(f"{header} {'server CPU ms/req':>18} {'client CPU ms/req':>18}")
     for name in ("baseline_health", "retrieve", "list", "list_events"):
         r = results[name]
         ratio = f"{r['p99_over_baseline']:.2f}x" if "p99_over_baseline" in r else ""
-        print(f"{name:<16} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['requests_per_second']:>8.0f} {ratio:>17}")
+        print(
+            f"{name:<16} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['requests_per_second']:>8.0f} {ratio:>17} "
+            f"{r['server_cpu_ms_per_request']:>18.2f} {r['client_cpu_ms_per_request']:>18.2f}"
+        )
     print("goal: p99 under 20 ms")
     append_result(record, args.results)
     return record
