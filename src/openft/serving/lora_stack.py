@@ -15,9 +15,10 @@ PEFT's loop over adapters (gather the rows, two matmuls, scatter back, per adapt
   with two ``bmm``\\s, so the work no longer grows with the number of adapters.
 
 Adapters of different ranks are zero-padded to the largest rank of the batch's adapters; a layer an
-adapter does not target has zeros in its place. The stacked weights of a set of adapters are built
-on first use and kept for the next steps (a batch changes its adapters rarely); loading or removing
-an adapter drops them. Dropout does not exist at inference.
+adapter does not target has zeros in its place. Stacked weights are built when a batch first mixes
+adapters (over its adapters, topped up with the most recently used others to ``dense_max_adapters``)
+and kept, so that later batches whose adapters are among them reuse them as requests come and go;
+loading or removing an adapter drops them. Dropout does not exist at inference.
 
 Not thread-safe: the base model's engine thread is its only user.
 """
@@ -56,6 +57,8 @@ class _Selection:
 class _Stack:
     """The weights of one set of adapters, stacked and zero-padded to one rank."""
 
+    slots: dict[str, int]
+    """Adapter name -> its slot."""
     layers: dict[str, tuple[torch.Tensor, torch.Tensor]]
     """Module path -> ``[n + 1, r, in]`` and ``[n + 1, r, out]`` (slot ``n``: zeros, for base rows)."""
     dense: dict[str, tuple[torch.Tensor, torch.Tensor]]
@@ -113,9 +116,11 @@ class LoraStack:
         self.dense_max_adapters = dense_max_adapters
         self.selection: _Selection | None = None
         """Read by every wrapped layer during a forward pass; set by ``select``."""
-        self._adapters: dict[str, LoraWeights] = {}
+        self._adapters: OrderedDict[str, LoraWeights] = OrderedDict()
+        """Least recently selected first."""
         self._wrapped: dict[str, Any] = {}
         self._stacks: OrderedDict[tuple[str, ...], _Stack] = OrderedDict()
+        """Kept stacks by their adapters, least recently used first."""
 
     def __contains__(self, name: str) -> bool:
         return name in self._adapters
@@ -151,38 +156,49 @@ class LoraStack:
         Raises:
             KeyError: A name that is not loaded.
         """
-        names = sorted({name for name in adapters if name is not None})
+        names = {name for name in adapters if name is not None}
+        for name in names:
+            self._adapters.move_to_end(name)
         if not names:
             self.selection = None
         elif len(set(adapters)) == 1:  # every row on one adapter: no mask, no stacking
-            self.selection = _Selection(layers=self._adapters[names[0]].layers)
+            self.selection = _Selection(layers=self._adapters[next(iter(names))].layers)
         else:
-            stack = self._stack(tuple(names))
-            slot = {name: k for k, name in enumerate(names)}
-            n = len(names)
-            index = torch.tensor([n if name is None else slot[name] for name in adapters], device=stack.blocks.device)
+            stack = self._stack(names)
+            n = len(stack.slots)
+            index = torch.tensor([n if a is None else stack.slots[a] for a in adapters], device=stack.blocks.device)
             if n <= self.dense_max_adapters:
                 self.selection = _Selection(layers=stack.dense, mask=stack.blocks[index].unsqueeze(1))
             else:
                 self.selection = _Selection(layers=stack.layers, index=index)
 
-    def _stack(self, names: tuple[str, ...]) -> _Stack:
-        stack = self._stacks.get(names)
-        if stack is not None:
-            self._stacks.move_to_end(names)
-            return stack
-        stack = _build_stack([self._adapters[name] for name in names], self._wrapped)
-        self._stacks[names] = stack
+    def _stack(self, names: set[str]) -> _Stack:
+        """A stack holding ``names``: a kept one if any holds them all, else a new one.
+
+        A new stack for a few adapters is filled up to ``dense_max_adapters`` with the most recently
+        used others, so that the batch's adapters coming and going reuse it rather than copy weights.
+        """
+        for key, stack in reversed(self._stacks.items()):
+            if names.issubset(stack.slots):
+                self._stacks.move_to_end(key)
+                return stack
+        chosen = sorted(names)
+        if len(chosen) < self.dense_max_adapters:
+            others = [name for name in reversed(self._adapters) if name not in names]
+            chosen += others[: self.dense_max_adapters - len(chosen)]
+        key = tuple(chosen)
+        stack = _build_stack({name: self._adapters[name] for name in key}, self._wrapped)
+        self._stacks[key] = stack
         while len(self._stacks) > _KEPT_STACKS:
             self._stacks.popitem(last=False)
         return stack
 
 
-def _build_stack(adapters: list[LoraWeights], wrapped: dict[str, Any]) -> _Stack:
-    n, rank = len(adapters), max(w.rank for w in adapters)
+def _build_stack(adapters: dict[str, LoraWeights], wrapped: dict[str, Any]) -> _Stack:
+    n, rank = len(adapters), max(w.rank for w in adapters.values())
     layers: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for path in wrapped:
-        targeting = [(k, w.layers[path]) for k, w in enumerate(adapters) if path in w.layers]
+        targeting = [(k, w.layers[path]) for k, w in enumerate(adapters.values()) if path in w.layers]
         if not targeting:
             continue
         a0, bt0 = targeting[0][1]
@@ -192,9 +208,9 @@ def _build_stack(adapters: list[LoraWeights], wrapped: dict[str, Any]) -> _Stack
             a[k, : ak.shape[0]] = ak
             bt[k, : btk.shape[0]] = btk
         layers[path] = (a, bt)
-    first = next(iter(adapters[0].layers.values()))[0]
+    first = next(iter(next(iter(adapters.values())).layers.values()))[0]
     blocks = torch.zeros((n + 1, n * rank), dtype=first.dtype, device=first.device)
     for k in range(n):
         blocks[k, k * rank : (k + 1) * rank] = 1
     dense = {path: (a[:n].flatten(0, 1), bt[:n].flatten(0, 1)) for path, (a, bt) in layers.items()}
-    return _Stack(layers=layers, dense=dense, blocks=blocks)
+    return _Stack(slots={name: k for k, name in enumerate(adapters)}, layers=layers, dense=dense, blocks=blocks)

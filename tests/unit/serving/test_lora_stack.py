@@ -96,6 +96,8 @@ def test_a_mixed_batch_gives_peft_logits(stack: LoraStack, peft_model: Any, dens
     assert (stack.selection.mask is not None) == (dense_max_adapters > 0)  # type: ignore[union-attr]
     plain = _stacked_logits(stack, [None] * len(ROWS))
     assert (got[1] - plain[1]).abs().max() > 1e-2  # the adapters really change the logits
+    fewer = ["c", None, "a"]  # a batch whose rows come and go: other slots of the same stack
+    torch.testing.assert_close(_stacked_logits(stack, fewer), _peft_logits(peft_model, fewer), rtol=1e-5, atol=1e-5)
 
 
 def test_one_adapter_and_base_only_batches_give_peft_logits(stack: LoraStack, peft_model: Any) -> None:
