@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -10,7 +12,11 @@ import torch
 from openft.models.catalog import TINY_CHAT, find_base_model
 from openft.models.loader import load_model_and_tokenizer
 from openft.training.chat_data import IGNORE_INDEX, TokenizedExample, tokenize_example
+from openft.training.packed_attention import PACKED_SDPA, packed_kwargs, use_packed_attention
 from openft.training.recipes.supervised import batch_loss, pack
+
+ATTENTIONS = ["sdpa", PACKED_SDPA]
+"""transformers' SDPA with the mask it derives from position ids, and the recipe's per-example attention."""
 
 CONVERSATIONS = [
     [("user", "What is the capital of France?"), ("assistant", "Paris is the capital of France.")],
@@ -36,6 +42,17 @@ def examples(tiny: tuple[Any, Any]) -> list[TokenizedExample]:
     ]
 
 
+@contextmanager
+def attention(model: Any, name: str) -> Iterator[None]:
+    """Run ``model`` (the shared transformers model) with attention implementation ``name``."""
+    previous = model.config._attn_implementation
+    model.set_attn_implementation(name)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(previous)
+
+
 def separate_logits(model: Any, examples: list[TokenizedExample]) -> torch.Tensor:
     with torch.no_grad():
         return torch.cat([model(input_ids=torch.tensor([e.input_ids]), use_cache=False).logits[0] for e in examples])
@@ -53,14 +70,42 @@ def test_pack_restarts_positions_and_shifts_labels_within_each_example(
     assert batch.targets[0].tolist() == [t for e in examples for t in [*e.labels[1:], IGNORE_INDEX]]
 
 
+@pytest.mark.parametrize("name", ATTENTIONS)
 def test_packed_row_with_use_cache_false_equals_separate_forwards(
-    tiny: tuple[Any, Any], examples: list[TokenizedExample]
+    tiny: tuple[Any, Any], examples: list[TokenizedExample], name: str
 ) -> None:
     model, _ = tiny
     batch = pack(examples)
-    with torch.no_grad():
-        packed = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).logits[0]
+    with torch.no_grad(), attention(model, name):
+        packed = model(
+            input_ids=batch.input_ids,
+            position_ids=batch.position_ids,
+            use_cache=False,
+            **packed_kwargs(list(batch.lengths), "cpu"),
+        ).logits[0]
     assert torch.allclose(packed, separate_logits(model, examples), atol=1e-5, rtol=0)
+
+
+def test_packed_attention_is_set_only_on_plain_causal_sdpa_models(tiny: tuple[Any, Any]) -> None:
+    model, _ = tiny
+    try:
+        assert use_packed_attention(model)
+        assert model.config._attn_implementation == PACKED_SDPA
+    finally:
+        model.set_attn_implementation("sdpa")
+    model.config.sliding_window = 16  # a window the per-example attention does not implement
+    try:
+        assert not use_packed_attention(model)
+        assert model.config._attn_implementation == "sdpa"
+    finally:
+        model.config.sliding_window = None
+
+
+def test_packed_attention_refuses_a_padded_batch(tiny: tuple[Any, Any], examples: list[TokenizedExample]) -> None:
+    model, _ = tiny
+    ids = torch.tensor([examples[0].input_ids, examples[0].input_ids])
+    with torch.no_grad(), attention(model, PACKED_SDPA), pytest.raises(ValueError, match="one packed row"):
+        model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
 
 
 def test_packed_row_with_a_cache_attends_across_examples(
@@ -78,11 +123,13 @@ def test_packed_row_with_a_cache_attends_across_examples(
 
 
 @pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
+@pytest.mark.parametrize("name", ATTENTIONS)
 @pytest.mark.parametrize("wrap", ["plain", "lora"])
 def test_batch_loss_of_a_packed_row_is_the_token_weighted_mean_of_example_losses(
-    tiny: tuple[Any, Any], examples: list[TokenizedExample], wrap: str
+    tiny: tuple[Any, Any], examples: list[TokenizedExample], wrap: str, name: str
 ) -> None:
     model, _ = tiny
+    base = model
     if wrap == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -92,7 +139,7 @@ def test_batch_loss_of_a_packed_row_is_the_token_weighted_mean_of_example_losses
             LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM", init_lora_weights=False),
         )  # nonzero B: the adapter matters
     try:
-        with torch.no_grad():
+        with torch.no_grad(), attention(base, name):
             loss, n_tokens, n_correct = batch_loss(model, pack(examples))
             singles = [batch_loss(model, pack([e])) for e in examples]
         assert (
@@ -115,8 +162,9 @@ def test_batch_loss_of_a_packed_row_is_the_token_weighted_mean_of_example_losses
 
 
 @pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
+@pytest.mark.parametrize("name", ATTENTIONS)
 def test_packed_training_step_equals_a_padded_batch_in_loss_accuracy_and_gradients(
-    tiny: tuple[Any, Any], examples: list[TokenizedExample]
+    tiny: tuple[Any, Any], examples: list[TokenizedExample], name: str
 ) -> None:
     # The unpacked reference is the ordinary padded batch with an attention mask (what TRL's default does).
     from peft import LoraConfig, get_peft_model
@@ -130,12 +178,13 @@ def test_packed_training_step_equals_a_padded_batch_in_loss_accuracy_and_gradien
     try:
         # A few steps first, so the model gets some tokens right and accuracy is worth comparing.
         optimizer = torch.optim.AdamW(trainable, lr=3e-2)
-        for _ in range(40):
-            batch_loss(lora, pack(examples))[0].backward()
-            optimizer.step()
-            optimizer.zero_grad()
-        loss, n_tokens, n_correct = batch_loss(lora, pack(examples))
-        packed_grads = torch.autograd.grad(loss, trainable)
+        with attention(model, name):
+            for _ in range(40):
+                batch_loss(lora, pack(examples))[0].backward()
+                optimizer.step()
+                optimizer.zero_grad()
+            loss, n_tokens, n_correct = batch_loss(lora, pack(examples))
+            packed_grads = torch.autograd.grad(loss, trainable)
 
         width = max(len(e.input_ids) for e in examples)
         pad = tokenizer.pad_token_id

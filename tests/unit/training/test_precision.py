@@ -10,6 +10,8 @@ import torch
 from openft.models.catalog import SMOLLM2, TINY_CHAT, find_base_model
 from openft.models.loader import load_model_and_tokenizer
 from openft.training.chat_data import load_chat_examples
+from openft.training.mixed_precision import keep_adapter_inputs_in_base_dtype
+from openft.training.packed_attention import use_packed_attention
 from openft.training.recipes.supervised import _cpu_has_fast_bf16, batch_loss, pack, resolve_dtype
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
@@ -37,6 +39,8 @@ def loss_curve(dtype: torch.dtype, models_dir: Path) -> list[float]:
     model, tokenizer = load_model_and_tokenizer(base, models_dir, dtype=dtype)
     model.config.use_cache = False
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM"))
+    assert use_packed_attention(model)
+    keep_adapter_inputs_in_base_dtype(model)  # bf16: bf16 compute under autocast, fp32 adapter weights
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert all(p.dtype == torch.float32 for p in trainable)  # adapters stay fp32 over a bf16 base
     examples, _ = load_chat_examples(ASSETS / "tiny_train.jsonl", tokenizer, 1024)

@@ -9,9 +9,11 @@ into ``spec.models_dir``), ``spec.training_file`` and optionally ``spec.validati
 
 The steps, in order: seed -> load the base model -> wrap it with LoRA -> tokenize -> train -> save.
 Every optimizer step trains on ``spec.batch_size`` examples packed into one row (no padding):
-position ids restart at 0 for each example and the forward runs with ``use_cache=False``, which is
-what makes transformers build a block-diagonal causal mask from the position ids (with a cache it
-silently attends across examples). The LM head runs only at the positions that have a label.
+position ids restart at 0 for each example, attention runs within each example alone
+(``training/packed_attention.py``; a model that cannot take it gets the block-diagonal causal mask
+transformers builds from the position ids) and the forward runs with ``use_cache=False`` (with a
+cache, the mask path silently attends across examples). Over a bf16 base the forward runs under
+bf16 autocast (``training/mixed_precision.py``). The LM head runs only at positions with a label.
 Two runs of the same spec on the same CPU and thread count produce the same losses, bit for bit.
 """
 
@@ -37,7 +39,9 @@ from openft.training.data_cache import cached_chat_examples
 from openft.training.distributed import sync_gradients
 from openft.training.events import EventWriter
 from openft.training.failures import check_loss
+from openft.training.mixed_precision import compute_precision, keep_adapter_inputs_in_base_dtype
 from openft.training.model_setup import load_trainable_model
+from openft.training.packed_attention import packed_kwargs, use_packed_attention
 from openft.training.spec import TrainingSpec
 
 VALID_SAMPLE_SIZE = 32
@@ -70,6 +74,8 @@ def run(spec: TrainingSpec, events: EventWriter) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load_trainable_model(spec, base, events, dtype=resolve_dtype(spec.dtype, base.id, device))
     model, tokenizer, trainable, device = loaded.model, loaded.tokenizer, loaded.trainable, loaded.device
+    use_packed_attention(model)  # attention example by example, no mask: see training/packed_attention.py
+    keep_adapter_inputs_in_base_dtype(model)
     sync_gradients(trainable)  # data-parallel runs only (training/distributed.py); else a no-op
 
     # 3. Tokenize with the chat template; labels only on trained assistant turns.
@@ -325,6 +331,8 @@ class PackedBatch:
     targets: torch.Tensor
     """The label of the next token within the same example, ``-100`` where nothing is trained."""
     n_tokens: int
+    lengths: tuple[int, ...] = ()
+    """Tokens of each example, in row order: the boundaries packed attention needs."""
 
 
 def pack(examples: Sequence[TokenizedExample], device: torch.device | str = "cpu") -> PackedBatch:
@@ -341,7 +349,8 @@ def pack(examples: Sequence[TokenizedExample], device: torch.device | str = "cpu
     def row(values: list[int]) -> torch.Tensor:
         return torch.tensor([values], dtype=torch.long, device=device)
 
-    return PackedBatch(row(input_ids), row(position_ids), row(targets), len(input_ids))
+    lengths = tuple(len(example.input_ids) for example in examples)
+    return PackedBatch(row(input_ids), row(position_ids), row(targets), len(input_ids), lengths)
 
 
 def batch_loss(model: Any, batch: PackedBatch) -> tuple[torch.Tensor, int, int]:
@@ -352,10 +361,17 @@ def batch_loss(model: Any, batch: PackedBatch) -> tuple[torch.Tensor, int, int]:
     """
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder = getattr(causal_lm, causal_lm.base_model_prefix)
-    hidden = decoder(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).last_hidden_state
     where = batch.targets != IGNORE_INDEX
     targets = batch.targets[where]
-    logits = causal_lm.get_output_embeddings()(hidden[where]).float()
+    with compute_precision(model):  # bf16 autocast over a bf16 base: see training/mixed_precision.py
+        hidden = decoder(
+            input_ids=batch.input_ids,
+            position_ids=batch.position_ids,
+            use_cache=False,
+            **packed_kwargs(list(batch.lengths), batch.input_ids.device),
+        ).last_hidden_state
+        logits = causal_lm.get_output_embeddings()(hidden[where])
+    logits = logits.float()
     softcap = getattr(causal_lm.config, "final_logit_softcapping", None)
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
