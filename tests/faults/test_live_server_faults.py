@@ -1,7 +1,7 @@
 """Faults against a live ``openft serve`` training openft/tiny-chat, driven by the official client:
 pause/resume (the job's files deleted while it is paused), SIGKILL of the training process (five
-times), SIGKILL of the server and a restart, a burst of concurrent requests during training, an upload
-cut off midway, and a diverging learning rate.
+times), SIGKILL of the server and a restart (once, then under five jobs in a row), a burst of
+concurrent requests during training, an upload cut off midway, and a diverging learning rate.
 
 Every interrupted job must end with exactly the losses of the same job never interrupted (same seed),
 each step reported once."""
@@ -175,11 +175,7 @@ def test_sigkill_of_the_server_then_restart(
     job_id = create_job(server, files)
     queued_behind = create_job(server, files)
     wait_job_step(client, job_id, 5)
-    server.kill()
-    deadline = time.time() + 30
-    while training_pid(job_id) is not None:  # it dies with its worker
-        assert time.time() < deadline, "the training process outlived its server"
-        time.sleep(0.1)
+    _kill_server(server, job_id)
     server.start()
     client = server.client()
     for each in (job_id, queued_behind):
@@ -188,6 +184,36 @@ def test_sigkill_of_the_server_then_restart(
         assert job_losses(client, each) == reference
     messages = [e.message for e in client.fine_tuning.jobs.list_events(job_id, limit=200)]
     assert any("stopped responding; the job was re-queued" in m for m in messages)
+
+
+def test_sigkill_of_the_worker_at_a_random_step_five_times(
+    server: ServerProcess, files: dict[str, str], reference: dict[int, float]
+) -> None:
+    """The embedded worker (the whole ``openft serve``) is killed under each of five jobs, then started again."""
+    client = server.client()
+    jobs = [create_job(server, files) for _ in range(5)]
+    rng = random.Random()
+    for job_id in jobs:  # one job trains at a time: each kill lands under the job it waited for
+        wait_job_step(client, job_id, rng.randint(4, TOTAL_STEPS - 2))
+        _kill_server(server, job_id)
+        server.start()
+        client = server.client()
+    for job_id in jobs:
+        job = wait_job(client, job_id, ("succeeded", "failed", "cancelled"))
+        assert job.status == "succeeded", job.error
+        assert job_losses(client, job_id) == reference
+        messages = [e.message for e in client.fine_tuning.jobs.list_events(job_id, limit=200)]
+        assert any("stopped responding; the job was re-queued" in m for m in messages)
+        assert any(m.startswith("Resumed from step") for m in messages)
+
+
+def _kill_server(server: ServerProcess, job_id: str) -> None:
+    """SIGKILL the server and wait for the job's training process to die with it."""
+    server.kill()
+    deadline = time.time() + 30
+    while training_pid(job_id) is not None:
+        assert time.time() < deadline, "the training process outlived its server"
+        time.sleep(0.1)
 
 
 def test_concurrent_creations_and_reads_during_training(server: ServerProcess, files: dict[str, str]) -> None:
