@@ -32,17 +32,17 @@ Prints a table and appends one JSON line to ``benchmarks/results.jsonl``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
-import platform
 import random
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.common import append_result
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -78,17 +78,6 @@ def build_dataset(path: Path, n: int, seed: int = 0) -> None:
             fh.write(json.dumps(example) + "\n")
 
 
-def cpu_model_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown"
-
-
 def run_openft(args: argparse.Namespace, base, data: Path, work: Path, dtype: str = "auto") -> dict:
     from openft.training.spec import TrainingSpec
 
@@ -114,6 +103,7 @@ def run_openft(args: argparse.Namespace, base, data: Path, work: Path, dtype: st
     out.mkdir(parents=True, exist_ok=True)
     spec_path = work / f"spec-{dtype}.json"
     spec.write(spec_path)
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     # A home of its own, so the tokenized-data cache starts empty for every measurement.
     env = {**os.environ, "OPENFT_HOME": str(work / f"home-{dtype}")}
@@ -134,6 +124,7 @@ def run_openft(args: argparse.Namespace, base, data: Path, work: Path, dtype: st
         "tokens_per_second": tps,
         "wall_seconds": wall,
         "final_train_loss": last["train_loss"],
+        "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
 
 
@@ -146,6 +137,7 @@ def run_trl(args: argparse.Namespace, base, data: Path, work: Path) -> dict:
     from openft.models.loader import load_model_and_tokenizer
     from openft.training.chat_data import load_chat_examples
 
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     model, tokenizer = load_model_and_tokenizer(base, args.models_dir)
     config = SFTConfig(
@@ -179,6 +171,7 @@ def run_trl(args: argparse.Namespace, base, data: Path, work: Path) -> dict:
         "tokens_per_second": real_tokens / runtime,
         "wall_seconds": wall,
         "final_train_loss": result.metrics.get("train_loss"),
+        "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "sft_config": {
             "bf16": config.bf16,
             "max_length": config.max_length,
@@ -275,9 +268,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     record = {
         "benchmark": "train_throughput",
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "cpu": cpu_model_name(),
-        "cores": os.cpu_count(),
         "torch": torch.__version__,
         "model": args.model,
         "parameters": n_params,
@@ -289,8 +279,7 @@ def main(argv: list[str] | None = None) -> dict:
         "ratio_openft_over_trl": ratio,
         "ratio_openft_auto_over_trl": ratio_auto,
     }
-    with (args.results or HERE / "results.jsonl").open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
+    append_result(record, args.results)  # machine fields first: CPU, cores, flags, load average, date
     return record
 
 
