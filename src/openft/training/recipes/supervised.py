@@ -39,6 +39,7 @@ from openft.training.data_cache import cached_chat_examples
 from openft.training.distributed import sync_gradients
 from openft.training.events import EventWriter
 from openft.training.failures import check_loss
+from openft.training.linear_cross_entropy import fusable_head, linear_cross_entropy
 from openft.training.mixed_precision import compute_precision, keep_adapter_inputs_in_base_dtype
 from openft.training.model_setup import load_trainable_model
 from openft.training.packed_attention import packed_kwargs, use_packed_attention
@@ -358,28 +359,33 @@ def batch_loss(model: Any, batch: PackedBatch) -> tuple[torch.Tensor, int, int]:
     """Mean cross-entropy over the batch's trained tokens, their count and how many argmax got right.
 
     Runs the decoder over the packed row, then the LM head only at positions with a target, which
-    skips most of the head's cost (prompts, system messages) and never materialises full logits.
+    skips most of the head's cost (prompts, system messages); a frozen head and the loss run chunk
+    by chunk without ever holding all the logits (``training/linear_cross_entropy.py``).
     """
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder = getattr(causal_lm, causal_lm.base_model_prefix)
+    head = causal_lm.get_output_embeddings()
+    softcap = getattr(causal_lm.config, "final_logit_softcapping", None)
+    fused = not softcap and fusable_head(head)
     where = batch.targets != IGNORE_INDEX
     targets = batch.targets[where]
+    n_tokens = int(targets.numel())
     with compute_precision(model):  # bf16 autocast over a bf16 base: see training/mixed_precision.py
         hidden = decoder(
             input_ids=batch.input_ids,
             position_ids=batch.position_ids,
             use_cache=False,
             **packed_kwargs(list(batch.lengths), batch.input_ids.device),
-        ).last_hidden_state
-        logits = causal_lm.get_output_embeddings()(hidden[where])
-    logits = logits.float()
-    softcap = getattr(causal_lm.config, "final_logit_softcapping", None)
-    if softcap:
-        logits = torch.tanh(logits / softcap) * softcap
-    n_tokens = int(targets.numel())
-    loss = F.cross_entropy(logits, targets, reduction="sum") / max(n_tokens, 1)
-    n_correct = int((logits.detach().argmax(dim=-1) == targets).sum().item())
-    return loss, n_tokens, n_correct
+        ).last_hidden_state[where]
+        logits = None if fused else head(hidden).float()
+    if logits is None:
+        loss_sum, correct = linear_cross_entropy(hidden, head.weight, targets)
+    else:
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        loss_sum = F.cross_entropy(logits, targets, reduction="sum")
+        correct = (logits.detach().argmax(dim=-1) == targets).sum()
+    return loss_sum / max(n_tokens, 1), n_tokens, int(correct.item())
 
 
 @torch.no_grad()
