@@ -45,6 +45,19 @@ print(json.dumps({"seconds": time.perf_counter() - started}))
 """
 
 
+def training_processes(job_id: str) -> list[int]:
+    """Pids of the training processes of ``job_id`` (Linux ``/proc``; empty elsewhere)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"openft.training" in argv and any(job_id.encode() in arg for arg in argv):
+            pids.append(int(cmdline.parent.name))
+    return pids
+
+
 def time_to_first_step(client: Any, model: str, file_id: str, timeout: float = 900) -> dict[str, Any]:
     """Create a job, wait for its first metrics event, cancel it; returns the timings."""
     started = time.perf_counter()
@@ -71,7 +84,12 @@ def time_to_first_step(client: Any, model: str, file_id: str, timeout: float = 9
     client.fine_tuning.jobs.cancel(job.id)
     while client.fine_tuning.jobs.retrieve(job.id).status != "cancelled":
         time.sleep(0.1)
-    time.sleep(1.0)  # let the worker reap the training process before the next measurement
+    # The next measurement starts once this job's process is gone (the worker kills it within its grace
+    # period), so it times a start-up, not the end of a cancel.
+    deadline = time.perf_counter() + 60
+    while training_processes(job.id) and time.perf_counter() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)  # and the worker noticed
     return {"seconds": seconds, "events": {m: round(t, 2) for m, t in sorted(seen.items(), key=lambda kv: kv[1])}}
 
 
@@ -91,6 +109,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if base is None:
         raise SystemExit(f"unknown or unavailable base model: {args.model}")
     record: dict[str, Any] = {"benchmark": "job_startup", "model": args.model, "examples": args.examples}
+    record["load_average_before"] = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="openft-startup-bench-") as tmp:
         home = Path(tmp)
         data = home / "train.jsonl"
@@ -106,12 +125,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         finally:
             server.terminate()
             server.wait(timeout=60)
+    record["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     if base.source == "gguf" and not args.skip_baseline:
         record["baseline_gguf_load"] = run_measured(_GGUF_BASELINE, str(base.path), env={"HF_HUB_OFFLINE": "1"})
         record["ratio_warm_over_gguf_load"] = record["warm"]["seconds"] / record["baseline_gguf_load"]["seconds"]
         record["ratio_cold_over_gguf_load"] = record["cold"]["seconds"] / record["baseline_gguf_load"]["seconds"]
 
     print(f"\njob_startup: {args.model}, {args.examples} examples, create -> first training step")
+    print(f"load average (1, 5, 15 min) before: {record['load_average_before']}, after: {record['load_average_after']}")
     for name in ("cold", "warm"):
         print(f"{name:<6} {record[name]['seconds']:>7.1f} s")
         for message, at in record[name]["events"].items():
