@@ -2,7 +2,8 @@
 
 Run from the repository root::
 
-    .venv/bin/python -m benchmarks.api_latency [--jobs 100000] [--events 2000000] [--clients 16] [--requests 3000]
+    .venv/bin/python -m benchmarks.api_latency [--jobs 100000] [--events 2000000] [--clients 16] [--requests 3000] \
+        [--rounds 1] [--database PATH] [--note TEXT]
 
 Fills a fresh SQLite store (through the migrations, so with the real indexes) with ``--jobs`` jobs
 and ``--events`` events, bulk-inserted with SQLAlchemy Core ``executemany``: one job (the "hot"
@@ -19,7 +20,10 @@ httpx clients (asyncio), one endpoint at a time, ``--requests`` requests each:
 Prints p50/p99 per endpoint and each p99 over the baseline's p99 (goal: p99 under 20 ms), with
 the load average before and after the requests, and appends one JSON line to
 ``benchmarks/results.jsonl``. ``--database PATH`` keeps the filled store there (filled only when the
-file does not exist yet), so several servers can be measured on the same data.
+file does not exist yet), so several servers can be measured on the same data. ``--rounds N`` sends
+each endpoint's requests in N slices, taking the endpoints in turn N times, so that on a shared
+machine each endpoint and the baseline meet the same passing load. Each endpoint's line also gives
+the CPU time per request of the server process and of the clients' process.
 """
 
 from __future__ import annotations
@@ -225,6 +229,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--database", type=Path, default=None, help="SQLite file to use, filled only if absent (default: a fresh one)"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="split each endpoint's requests over this many rounds of all endpoints, so that every endpoint "
+        "meets the same passing load on a shared machine",
+    )
     parser.add_argument("--note", default=None, help="free text stored in the results line (e.g. the code measured)")
     args = parser.parse_args(argv)
 
@@ -242,18 +253,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             base_url = f"http://127.0.0.1:{port}"
             paths = request_paths(args.jobs, args.events, args.requests)
             asyncio.run(drive(base_url, [p for group in paths.values() for p in group[:50]], args.clients))  # warm-up
+            totals = {name: {"latencies": [], "seconds": 0.0, "server_cpu": 0.0, "client_cpu": 0.0} for name in paths}
+            for round_ in range(args.rounds):
+                for name, group in paths.items():
+                    part = group[round_ :: args.rounds]
+                    started, client_cpu, server_cpu = time.perf_counter(), time.process_time(), cpu_seconds(server.pid)
+                    totals[name]["latencies"] += asyncio.run(drive(base_url, part, args.clients))
+                    totals[name]["seconds"] += time.perf_counter() - started
+                    totals[name]["server_cpu"] += cpu_seconds(server.pid) - server_cpu
+                    totals[name]["client_cpu"] += time.process_time() - client_cpu
             results: dict[str, Any] = {}
-            for name, group in paths.items():
-                started, client_cpu, server_cpu = time.perf_counter(), time.process_time(), cpu_seconds(server.pid)
-                latencies = asyncio.run(drive(base_url, group, args.clients))
-                elapsed = time.perf_counter() - started
+            for name, t in totals.items():
+                n = len(t["latencies"])
                 results[name] = {
-                    "p50_ms": percentile(latencies, 0.50),
-                    "p99_ms": percentile(latencies, 0.99),
-                    "requests_per_second": len(latencies) / elapsed,
-                    # Where the two cores went: CPU per request in the server and in the 16 clients' process.
-                    "server_cpu_ms_per_request": (cpu_seconds(server.pid) - server_cpu) * 1000 / len(latencies),
-                    "client_cpu_ms_per_request": (time.process_time() - client_cpu) * 1000 / len(latencies),
+                    "p50_ms": percentile(t["latencies"], 0.50),
+                    "p99_ms": percentile(t["latencies"], 0.99),
+                    "requests_per_second": n / t["seconds"],
+                    # Where the two cores went: CPU per request in the server and in the clients' process.
+                    "server_cpu_ms_per_request": t["server_cpu"] * 1000 / n,
+                    "client_cpu_ms_per_request": t["client_cpu"] * 1000 / n,
                 }
         finally:
             server.terminate()
@@ -268,6 +286,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "events": args.events,
         "clients": args.clients,
         "requests_per_endpoint": args.requests,
+        "rounds": args.rounds,
         **({"note": args.note} if args.note else {}),
         "fill_seconds": fill_seconds,
         "database_mb": db_mb,
@@ -278,7 +297,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"\napi_latency: {args.jobs:,} jobs, {args.events:,} events in {db_mb:.0f} MB of SQLite")
     print(f"bulk insert: {fill_seconds:.0f} s" if fill_seconds is not None else f"reused {database}")
     print(f"load average (1, 5, 15 min) before: {record['load_average_before']}, after: {record['load_average_after']}")
-    print(f"{args.clients} concurrent clients, {args.requests} requests per endpoint")
+    print(f"{args.clients} concurrent clients, {args.requests} requests per endpoint in {args.rounds} round(s)")
     header = f"{'endpoint':<16} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'p99 / health p99':>17}"
     print(f"{header} {'server CPU ms/req':>18} {'client CPU ms/req':>18}")
     for name in ("baseline_health", "retrieve", "list", "list_events"):
