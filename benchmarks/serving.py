@@ -3,7 +3,7 @@
 Run from the repository root::
 
     .venv/bin/python benchmarks/serving.py [--model HuggingFaceTB/SmolLM2-135M-Instruct] [--requests 4]
-        [--max-tokens 64] [--clients 8] [--rounds 2] [--threads N] [--models-dir DIR]
+        [--max-tokens 64] [--clients 8] [--rounds 2] [--threads N] [--models-dir DIR] [--step-reps N]
 
 Everything runs in one process on one ``HFBackend`` (the engine behind ``/v1/chat/completions``,
 without HTTP), with four LoRA adapters made for the run (PEFT, r=16, all linear layers, random
@@ -15,6 +15,12 @@ non-zero weights, saved as a fine-tuning job saves them).
 2. Concurrency: ``--clients`` threads, each sending ``--rounds`` requests one after another (closed
    loop), first all on one adapter, then spread round-robin over four adapters (mixed-adapter batches).
    Throughput = completion tokens of all requests / wall time.
+
+3. With ``--step-reps N`` (default 0: skipped), the forward pass alone: one decode step of
+   ``--clients`` rows (after a 40-token prefill) on the base, on one adapter, on four adapters through
+   the stacked LoRA forward and on four adapters through PEFT's mixed-adapter forward
+   (``adapter_names``, the path served before), the four interleaved N times; medians. Interleaving
+   makes the ratios hold on a busy machine where the end-to-end phases above drift apart.
 
 Greedy decoding, the same prompts for every model; answers may differ in length across adapters, so
 throughput is counted in tokens generated. Prints the ratios and appends a JSON line to
@@ -38,7 +44,7 @@ from common import append_result
 
 from openft.models.catalog import SMOLLM2, BaseModel, find_base_model
 from openft.serving.backend import SamplingParams, ServedModel
-from openft.serving.hf import HFBackend
+from openft.serving.hf import HFBackend, adapter_name
 
 PROMPTS = [
     "Write a short story about a lighthouse keeper who finds a message in a bottle.",
@@ -136,6 +142,59 @@ def concurrent(
     return {"tokens": sum(tokens), "wall_s": wall, "tok_s": sum(tokens) / wall}
 
 
+def decode_steps(
+    backend: HFBackend, base: BaseModel, tuned: list[ServedModel], rows: int, reps: int
+) -> dict[str, float]:
+    """Median seconds of one decode step of ``rows`` rows per case (see the module docstring)."""
+    import torch
+    from peft import PeftModel
+    from transformers import DynamicCache
+
+    from openft.models.loader import load_model_and_tokenizer
+
+    loaded = backend.pool.get(base)
+    names = [adapter_name(model.id) for model in tuned]  # all loaded by main() before anything is timed
+    reference, _ = load_model_and_tokenizer(base, backend.pool.models_dir)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        peft = PeftModel.from_pretrained(reference, tuned[0].adapter_dir, adapter_name="a0")
+    for i, model in enumerate(tuned[1:], start=1):
+        peft.load_adapter(model.adapter_dir, adapter_name=f"a{i}")
+    peft.eval()
+    vocab = loaded.model.get_output_embeddings().weight.shape[0]
+    ids = torch.randint(vocab // 8, vocab // 2, (rows, 41), generator=torch.Generator().manual_seed(0))
+    four = [names[i % len(names)] for i in range(rows)]
+    cases: dict[str, tuple[Any, list[str | None] | None, dict[str, Any]]] = {
+        "base": (loaded.model, [None] * rows, {}),
+        "one_adapter": (loaded.model, [names[0]] * rows, {}),
+        "four_adapters_stacked": (loaded.model, list(four), {}),
+        "four_adapters_peft": (peft, None, {"adapter_names": [f"a{names.index(n)}" for n in four]}),
+    }
+
+    def step(model: Any, rows_adapters: list[str | None] | None, kwargs: dict[str, Any]) -> float:
+        if rows_adapters is not None:
+            loaded.lora.select(rows_adapters)
+        cache = DynamicCache()
+        with torch.inference_mode():
+            model(input_ids=ids[:, :40], past_key_values=cache, use_cache=True, logits_to_keep=1, **kwargs)
+            started = time.perf_counter()
+            model(input_ids=ids[:, 40:], past_key_values=cache, use_cache=True, logits_to_keep=1, **kwargs)
+            return time.perf_counter() - started
+
+    times: dict[str, list[float]] = {name: [] for name in cases}
+
+    def run() -> None:
+        for rep in range(reps + 1):  # the first round warms up (allocations, the stacked weights)
+            for name, case in cases.items():
+                seconds = step(*case)
+                if rep:
+                    times[name].append(seconds)
+
+    # The engine thread owns the model between its steps: run there, so that no request races it.
+    backend._engine(loaded).call(run)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=SMOLLM2)
@@ -145,6 +204,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="requests per client")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--models-dir", type=Path, default=Path.home() / ".openft" / "models")
+    parser.add_argument("--step-reps", type=int, default=0, help="interleaved decode-step repetitions (0: skip)")
     args = parser.parse_args()
 
     base_model = find_base_model(args.model)
@@ -164,6 +224,7 @@ def main() -> None:
         one = concurrent(backend, tuned[:1], args.clients, args.rounds, args.max_tokens)
         four = concurrent(backend, tuned, args.clients, args.rounds, args.max_tokens)
         stats = backend.batch_stats()[args.model]
+        steps = decode_steps(backend, base_model, tuned, args.clients, args.step_reps) if args.step_reps else {}
 
     b, f = single["base"], single["fine_tuned"]
     ratios = {
@@ -193,6 +254,11 @@ def main() -> None:
         f"  engine: {stats['steps']} steps, {stats['mixed_steps']} with mixed adapters, "
         f"at most {stats['max_rows']} rows together"
     )
+    for name, seconds in steps.items():
+        print(
+            f"  decode step, {args.clients} rows, {name:<22}: {seconds * 1000:7.1f} ms (median of {args.step_reps}), "
+            f"one adapter / this {steps['one_adapter'] / seconds:.3f}"
+        )
     append_result(
         {
             "benchmark": "serving",
@@ -206,6 +272,8 @@ def main() -> None:
             "four_adapters": four,
             "ratios": ratios,
             "engine": stats,
+            "decode_step_s": steps,
+            "step_reps": args.step_reps,
         }
     )
 
