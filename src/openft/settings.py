@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     """Where a worker runs training: ``local`` (a child process) or ``ray`` (a Ray actor; ``RAY_ADDRESS``
     names the cluster, else a local Ray is started)."""
 
+    standby_training_process: bool = True
+    """``local`` executor: keep one training process with torch and the recipes already imported while
+    the worker is idle, so a job starts seconds sooner (it costs that process's memory, ~400 MB)."""
+
     ray_num_cpus: int | None = None
     """CPUs of the local Ray started when ``RAY_ADDRESS`` is unset; default: all cores."""
 

@@ -16,6 +16,8 @@ import pytest
 from e2e_support import LiveServer
 from openai import OpenAI
 
+from training_processes import training_pids
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ASSETS = Path(__file__).parents[1] / "assets"
 TINY = "openft/tiny-chat"
@@ -180,11 +182,6 @@ def test_broken_line_fails_naming_the_line(live_server: LiveServer) -> None:
     assert job.error.param == "training_file"
 
 
-def _training_processes(job_id: str) -> list[str]:
-    out = subprocess.run(["pgrep", "-f", f"{job_id}/spec.json"], capture_output=True, text=True)
-    return out.stdout.split()
-
-
 def test_cancel_stops_training_within_seconds(live_server: LiveServer) -> None:
     client = live_server.client()
     big = client.files.create(
@@ -200,11 +197,11 @@ def test_cancel_stops_training_within_seconds(live_server: LiveServer) -> None:
     while not any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(job.id, limit=5)):
         assert time.time() < deadline, "training never started"
         time.sleep(0.1)
-    assert _training_processes(job.id), "no training process found"
+    assert training_pids(job.id), "no training process found"
     cancelled = client.fine_tuning.jobs.cancel(job.id)
     assert cancelled.status == "cancelled"
     started = time.time()
-    while _training_processes(job.id):
+    while training_pids(job.id):
         assert time.time() - started < 5, "training process still alive 5 s after cancel"
         time.sleep(0.05)
     time.sleep(0.5)

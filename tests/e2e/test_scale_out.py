@@ -20,6 +20,7 @@ from starlette.testclient import TestClient
 from openft.api.app import create_app
 from openft.settings import Settings
 from openft.store import open_store
+from training_processes import training_pids
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.postgres]
 ASSETS = Path(__file__).parents[1] / "assets"
@@ -41,18 +42,6 @@ def _start_worker(settings: Settings, index: int) -> subprocess.Popen[bytes]:
     }
     log = (settings.home / f"worker-{index}.log").open("wb")
     return subprocess.Popen([sys.executable, "-m", "openft", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def _training_pids(job_id: str) -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            continue
-        if b"openft.training" in cmdline and job_id.encode() in cmdline:
-            pids.append(int(proc.name))
-    return pids
 
 
 def _wait_for(predicate: Any, timeout: float, what: str) -> Any:
@@ -114,7 +103,7 @@ def test_three_workers_run_twenty_jobs_exactly_once_despite_a_sigkill(
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait(timeout=30)
         # The training process dies with its worker (PR_SET_PDEATHSIG), before any re-queue.
-        _wait_for(lambda: not _training_pids(victim_job), 30, "the orphaned training process to die")
+        _wait_for(lambda: not training_pids(victim_job), 30, "the orphaned training process to die")
 
         def all_finished() -> bool:
             return all(store.get_job(j).status in ("succeeded", "failed", "cancelled") for j in jobs)

@@ -12,6 +12,7 @@ from typing import Any
 from openft.models.catalog import TINY_CHAT, find_base_model
 from openft.models.loader import model_directory
 from openft.training.spec import TrainingSpec
+from training_processes import training_pids
 
 ASSETS = Path(__file__).parents[1] / "assets"
 
@@ -155,17 +156,9 @@ class ServerProcess:
 
 
 def training_pid(job_id: str) -> int | None:
-    """The pid of the training process of ``job_id`` on this machine (its command line names the spec)."""
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"openft.training" in cmdline and any(job_id.encode() in part for part in cmdline):
-            return int(proc.name)
-    return None
+    """The pid of the training process of ``job_id`` on this machine."""
+    pids = training_pids(job_id)
+    return pids[0] if pids else None
 
 
 def job_losses(client: Any, job_id: str) -> dict[int, float]:

@@ -148,6 +148,8 @@ class Worker:
             did = self.pump_running() or did
         elif self.start_next_job():
             did = True
+        else:
+            self.executor.prepare()
         return did
 
     def shutdown(self) -> None:

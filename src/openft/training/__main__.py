@@ -1,5 +1,11 @@
 """Run one training job: ``python -m openft.training SPEC.json``.
 
+``python -m openft.training --standby`` is the same run, started before its job exists: it imports
+torch, transformers, PEFT and the recipes first (seconds of a job's start-up), then waits for one
+line on stdin naming SPEC.json, moves into that directory, sends its output to ``train.log`` there
+and runs it. The local executor keeps one such process ready (``jobs/executors/local.py``). An
+empty stdin (the worker stopped) ends it with status 0.
+
 Reads the ``TrainingSpec`` in SPEC.json (written by the worker), sets torch's thread count
 (``spec.threads``, or every core) and runs the recipe of ``spec.method``. Everything the run
 produces goes to ``spec.output_dir``: event lines in ``events.jsonl`` (see ``training/events.py``),
@@ -20,7 +26,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from openft.training.events import EventWriter
+from openft.training.events import LOG_FILE, EventWriter
 from openft.training.failures import describe_failure
 from openft.training.spec import TrainingSpec
 
@@ -28,8 +34,10 @@ from openft.training.spec import TrainingSpec
 def main(argv: list[str] | None = None) -> int:
     """Run the spec named on the command line; returns the process exit status."""
     args = sys.argv[1:] if argv is None else argv
+    if args == ["--standby"]:
+        return standby()
     if len(args) != 1:
-        print("usage: python -m openft.training SPEC.json", file=sys.stderr)
+        print("usage: python -m openft.training SPEC.json | --standby", file=sys.stderr)
         return 2
     try:
         spec = TrainingSpec.read(Path(args[0]))
@@ -68,6 +76,26 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         events.close()
     return 0
+
+
+def standby() -> int:
+    """Import the training stack now; then run the spec whose path arrives on stdin."""
+    import peft  # noqa: F401  (imported for its start-up cost, before the job arrives)
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
+    from openft.training.recipes import dpo, reinforcement, supervised  # noqa: F401
+
+    line = sys.stdin.readline().strip()
+    if not line:
+        return 0
+    spec_path = Path(line)
+    os.chdir(spec_path.parent)
+    log = os.open(spec_path.parent / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    return main([line])
 
 
 if __name__ == "__main__":

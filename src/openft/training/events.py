@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import IO, Any
 
 EVENTS_FILE = "events.jsonl"
+LOG_FILE = "train.log"
+"""Where a training process's stdout and stderr go, in its job's output directory."""
 
 
 class EventWriter:

@@ -55,3 +55,47 @@ def test_kill_stops_the_process_group(tmp_path: Path) -> None:
     assert _wait_exit(handle) == -9
     handle.kill()  # idempotent once the process is gone
     handle.close()
+
+
+def test_a_standby_process_takes_the_next_job_in_its_directory(tmp_path: Path) -> None:
+    executor = LocalExecutor()
+    executor.prepare()
+    standby = executor._standby
+    assert standby is not None and standby.poll() is None
+    executor.prepare()  # ready already: no second process
+    assert executor._standby is standby
+    job_dir = tmp_path / "jobs" / "ftjob-local0001"
+    job_dir.mkdir(parents=True)
+    spec = job_dir / "spec.json"
+    spec.write_text("not json")
+    handle = executor.launch(_job(), spec, job_dir)
+    assert handle.process.pid == standby.pid and executor._standby is None
+    assert _wait_exit(handle) == 2
+    assert "cannot read training spec" in handle.log_tail()  # its output went to the job's train.log
+    handle.close()
+
+
+def test_shutdown_ends_an_unused_standby_and_a_dead_one_is_replaced_by_a_fresh_process(tmp_path: Path) -> None:
+    executor = LocalExecutor()
+    executor.prepare()
+    standby = executor._standby
+    assert standby is not None
+    executor.shutdown()
+    assert standby.poll() is not None and executor._standby is None
+    executor.prepare()
+    dead = executor._standby
+    assert dead is not None
+    dead.kill()
+    dead.wait()
+    spec = tmp_path / "spec.json"
+    spec.write_text("not json")
+    handle = executor.launch(_job(), spec, tmp_path)
+    assert handle.process.pid != dead.pid
+    assert _wait_exit(handle) == 2
+    handle.close()
+
+
+def test_without_standby_prepare_starts_nothing() -> None:
+    executor = LocalExecutor(standby=False)
+    executor.prepare()
+    assert executor._standby is None

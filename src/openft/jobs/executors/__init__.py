@@ -19,7 +19,7 @@ def make_executor(settings: Settings) -> Executor:
         return RayExecutor(settings)
     from openft.jobs.executors.local import LocalExecutor
 
-    return LocalExecutor()
+    return LocalExecutor(standby=settings.standby_training_process)
 
 
 __all__ = ["Executor", "Handle", "make_executor"]

@@ -41,5 +41,8 @@ class Executor(Protocol):
 
     def launch(self, job: JobRow, spec_path: Path, output_dir: Path) -> Handle: ...
 
+    def prepare(self) -> None:
+        """Get ready for the next launch while the worker is idle (cheap when already ready)."""
+
     def shutdown(self) -> None:
         """Release the executor's own resources (a Ray connection); running handles are not touched."""

@@ -32,12 +32,12 @@ from typing import Any
 
 import ray
 
-from openft.jobs.executors.local import LOG_FILE, die_with_parent, read_log_tail, training_env
+from openft.jobs.executors.local import die_with_parent, read_log_tail, training_env
 from openft.models.catalog import find_base_model
 from openft.settings import Settings
 from openft.store.rows import JobRow
 from openft.training.checkpointing import STATE_DIR
-from openft.training.events import EVENTS_FILE, EventReader
+from openft.training.events import EVENTS_FILE, LOG_FILE, EventReader
 
 log = logging.getLogger(__name__)
 
@@ -350,6 +350,9 @@ class RayExecutor:
         ray.get(actor.start.remote(spec, work_dir, inputs, command, state), timeout=None)
         log.info("job %s: ray actor with %s (files %s)", job.id, resources, "shared" if share else "copied")
         return RayHandle(actor, output_dir, copy_outputs=not share, timeout=self.call_timeout)
+
+    def prepare(self) -> None:
+        return None  # actors start per job, on whichever node has room
 
     def shutdown(self) -> None:
         if self._connected_here and ray.is_initialized():
