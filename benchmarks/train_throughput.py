@@ -278,6 +278,8 @@ def main(argv: list[str] | None = None) -> dict:
         "results": results,
         "ratio_openft_over_trl": ratio,
         "ratio_openft_auto_over_trl": ratio_auto,
+        # OpenMP's waiting policy decides how both systems behave on a shared, loaded machine.
+        "env": {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS") if k in os.environ},
     }
     append_result(record, args.results)  # machine fields first: CPU, cores, flags, load average, date
     return record
