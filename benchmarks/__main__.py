@@ -33,9 +33,13 @@ SUITE: dict[str, tuple[list[str], list[str]]] = {
         ["train_throughput", "--model", SMOLLM2, "--examples", "128"],
         ["train_throughput", "--model", SMOLLM2, "--examples", "8", "--skip-trl", "--skip-peak"],
     ),
-    "job_startup": (["job_startup"], ["job_startup", "--examples", "12", "--skip-baseline"]),
+    "job_startup": (["job_startup"], ["job_startup", "--examples", "12", "--skip-baseline", "--idle-seconds", "0"]),
     "validate_throughput": (["validate_throughput", "--mb", "200"], ["validate_throughput", "--mb", "2"]),
     "api_latency": (["api_latency"], ["api_latency", "--jobs", "500", "--events", "10000", "--requests", "50"]),
+    "serving": (
+        ["serving", "--step-reps", "5"],
+        ["serving", "--model", TINY, "--requests", "1", "--max-tokens", "4", "--clients", "2", "--rounds", "1"],
+    ),
 }
 
 
@@ -55,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         module, *rest = SUITE[name][1 if args.smoke else 0]
         extra = ["--results", str(args.results)] if args.results else []
-        if args.models_dir and module in ("train_throughput", "validate_throughput"):
+        if args.models_dir and module in ("train_throughput", "validate_throughput", "serving"):
             extra += ["--models-dir", str(args.models_dir)]
         print(f"\n=== {name} ===", flush=True)
         started = time.perf_counter()

@@ -10,7 +10,9 @@ jobs on the same home, one after the other:
 
 * **cold**: the model cache is empty, so the GGUF is de-quantized and converted to safetensors,
   and the file is tokenized;
-* **warm**: the same request again: safetensors loaded memory-mapped, tokens from the cache.
+* **warm**: the same request again, after the server has been idle for ``--idle-seconds`` (10), as
+  a server is between real jobs: safetensors loaded memory-mapped, tokens from the cache, and the
+  worker's standby training process (torch, transformers and PEFT already imported) ready.
 
 Each time runs from just before ``jobs.create`` until the first ``metrics`` event (the first
 optimizer step) is listed, polling the events every 50 ms; the job is then cancelled. The
@@ -46,15 +48,20 @@ print(json.dumps({"seconds": time.perf_counter() - started}))
 
 
 def training_processes(job_id: str) -> list[int]:
-    """Pids of the training processes of ``job_id`` (Linux ``/proc``; empty elsewhere)."""
+    """Pids of the training processes of ``job_id`` (Linux ``/proc``; empty elsewhere).
+
+    A process started for the job names it on its command line; a standby process that took the
+    job works in the job's directory.
+    """
     pids = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            argv = cmdline.read_bytes().split(b"\0")
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            cwd = Path(os.readlink(proc / "cwd"))
         except OSError:
             continue
-        if b"openft.training" in argv and any(job_id.encode() in arg for arg in argv):
-            pids.append(int(cmdline.parent.name))
+        if b"openft.training" in argv and (any(job_id.encode() in arg for arg in argv) or cwd.name == job_id):
+            pids.append(int(proc.name))
     return pids
 
 
@@ -97,6 +104,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
     parser.add_argument("--examples", type=int, default=16)
+    parser.add_argument("--idle-seconds", type=float, default=10.0, help="idle time before the warm job")
     parser.add_argument("--skip-baseline", action="store_true", help="do not time the plain transformers load")
     parser.add_argument("--results", type=Path, default=None, help="append here instead of benchmarks/results.jsonl")
     args = parser.parse_args(argv)
@@ -121,6 +129,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             with data.open("rb") as fh:
                 file_id = client.files.create(file=fh, purpose="fine-tune").id
             record["cold"] = time_to_first_step(client, args.model, file_id)
+            time.sleep(args.idle_seconds)
             record["warm"] = time_to_first_step(client, args.model, file_id)
         finally:
             server.terminate()

@@ -204,6 +204,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="requests per client")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--models-dir", type=Path, default=Path.home() / ".openft" / "models")
+    parser.add_argument("--results", type=Path, default=None, help="append here instead of benchmarks/results.jsonl")
     parser.add_argument("--step-reps", type=int, default=0, help="interleaved decode-step repetitions (0: skip)")
     args = parser.parse_args()
 
@@ -274,7 +275,8 @@ def main() -> None:
             "engine": stats,
             "decode_step_s": steps,
             "step_reps": args.step_reps,
-        }
+        },
+        args.results,
     )
 
 

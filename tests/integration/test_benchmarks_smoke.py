@@ -67,7 +67,14 @@ def test_api_latency(tmp_path: Path) -> None:
 
 def test_job_startup(tmp_path: Path) -> None:
     record = run_benchmark(
-        "job_startup", "--model", "openft/tiny-chat", "--examples", "12", results=tmp_path / "r.jsonl"
+        "job_startup",
+        "--model",
+        "openft/tiny-chat",
+        "--examples",
+        "12",
+        "--idle-seconds",
+        "1",
+        results=tmp_path / "r.jsonl",
     )
     for name in ("cold", "warm"):
         events = record[name]["events"]
