@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if base is None:
         raise SystemExit(f"unknown or unavailable base model: {args.model}")
     record: dict[str, Any] = {"benchmark": "job_startup", "model": args.model, "examples": args.examples}
+    # OPENFT_STANDBY_TRAINING_PROCESS=false in the environment measures starts without the standby process.
+    record["standby_training_process"] = os.environ.get("OPENFT_STANDBY_TRAINING_PROCESS", "true")
     record["load_average_before"] = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="openft-startup-bench-") as tmp:
         home = Path(tmp)
