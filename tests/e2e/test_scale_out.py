@@ -92,6 +92,9 @@ def test_three_workers_run_twenty_jobs_exactly_once_despite_a_sigkill(
         victim_job = jobs[0]
 
         def victim_is_training() -> str | None:
+            for index, proc in enumerate(workers):  # a worker that died on its own fails the test now
+                log = settings.home / f"worker-{index}.log"
+                assert proc.poll() is None, f"worker {index} exited:\n{log.read_text(errors='replace')[-3000:]}"
             job = store.get_job(victim_job)
             events = store.list_events(victim_job, limit=100)[0]
             if job.status == "running" and job.worker_id and any(e.type == "metrics" for e in events):

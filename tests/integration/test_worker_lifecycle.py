@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -96,3 +99,23 @@ def test_migrations_are_idempotent(settings: Settings, tmp_path: Path) -> None:
     upgrade_database(engine)
     upgrade_database(engine)
     assert current_revision(engine) == head != "0001"
+
+
+def test_processes_starting_together_migrate_one_at_a_time(settings: Settings) -> None:
+    """API replicas and workers all migrate on start; on a fresh database they must not collide."""
+    from alembic.script import ScriptDirectory
+
+    from openft.store.database import create_db_engine
+    from openft.store.migrate import alembic_config, current_revision
+
+    env = {**os.environ, "OPENFT_HOME": str(settings.home), "OPENFT_DATABASE_URL": settings.sqlalchemy_url}
+    upgrades = [
+        subprocess.Popen(
+            [sys.executable, "-m", "openft", "db", "upgrade"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        for _ in range(4)
+    ]
+    outputs = [p.communicate(timeout=120)[0].decode(errors="replace") for p in upgrades]
+    assert [p.returncode for p in upgrades] == [0, 0, 0, 0], "\n".join(o[-1500:] for o in outputs)
+    engine = create_db_engine(settings.sqlalchemy_url)
+    assert current_revision(engine) == ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
