@@ -36,6 +36,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,6 +229,24 @@ class Checkpointer:
             return False
         wait = max(self.every_seconds, SAVE_COST_FACTOR * self._last_cost)
         return time.monotonic() - self._last_save >= wait
+
+    def save_point(
+        self, step: int, *, epoch_end: bool, save_checkpoint: Callable[[], None], save_state: Callable[[], None]
+    ) -> bool:
+        """After ``step``: save what is due, and say whether the run must now stop (everything is saved).
+
+        At an epoch's end a servable checkpoint and a full state are always saved; within an epoch a
+        full state when :meth:`due`, plus a servable checkpoint when a stop was requested. The stop
+        flag is read once: a SIGTERM that lands during a save is honoured at the next save point,
+        never as a stop without its checkpoint.
+        """
+        if not epoch_end and not self.due(step):
+            return False
+        stopping = self.stop_requested
+        if stopping or epoch_end:
+            save_checkpoint()
+        save_state()
+        return stopping
 
     def save(self, model: Any, optimizer: Any, scheduler: Any, progress: Progress, **where: Any) -> Path:
         """Update ``progress`` with ``where`` (step, epoch, position, ...) and save a full state."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from openft.training.checkpointing import Progress, latest_state_dir, load_state, save_state
+from openft.training.checkpointing import Checkpointer, Progress, latest_state_dir, load_state, save_state
 from openft.training.failures import LossNotFinite, check_loss, describe_failure
 
 
@@ -75,3 +75,36 @@ def test_out_of_memory_is_recognised() -> None:
     code, message, _ = describe_failure(RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate"))
     assert code == "out_of_memory" and "batch_size" in message
     assert describe_failure(ValueError("bad"))[0] == "training_failed"
+
+
+def test_a_stop_requested_during_a_save_is_honoured_at_the_next_save_point_with_its_checkpoint(
+    tmp_path: Path,
+) -> None:
+    checkpointer = Checkpointer(tmp_path, every_steps=3, every_seconds=None)
+    saved: list[str] = []
+
+    def save_state_then_get_sigterm() -> None:
+        saved.append("state")
+        checkpointer.stop_requested = True  # SIGTERM lands while the periodic state is written
+
+    assert not checkpointer.save_point(
+        2, epoch_end=False, save_checkpoint=lambda: saved.append("ckpt"), save_state=lambda: saved.append("state")
+    )
+    assert saved == []  # nothing due
+    assert not checkpointer.save_point(
+        3, epoch_end=False, save_checkpoint=lambda: saved.append("ckpt"), save_state=save_state_then_get_sigterm
+    )
+    assert saved == ["state"]  # not a stop yet: this save point wrote no checkpoint
+    assert checkpointer.save_point(
+        4, epoch_end=False, save_checkpoint=lambda: saved.append("ckpt"), save_state=lambda: saved.append("state")
+    )
+    assert saved == ["state", "ckpt", "state"]
+
+
+def test_an_epoch_end_always_saves_both() -> None:
+    checkpointer = Checkpointer(Path("/nonexistent"), every_steps=None, every_seconds=None)
+    saved: list[str] = []
+    assert not checkpointer.save_point(
+        7, epoch_end=True, save_checkpoint=lambda: saved.append("ckpt"), save_state=lambda: saved.append("state")
+    )
+    assert saved == ["ckpt", "state"]

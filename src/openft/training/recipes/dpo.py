@@ -24,6 +24,7 @@ Full training states, pause (SIGTERM) and resume work as in the supervised recip
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import random
 import shutil
@@ -236,20 +237,22 @@ def run(spec: TrainingSpec, events: EventWriter) -> None:
             )
             # A full state within the epoch; a stop request (SIGTERM: pause) also leaves a servable
             # checkpoint, then ends the process cleanly.
-            if not epoch_end and checkpointer.due(step):
-                # Read once: a SIGTERM arriving during the save must not yield a stop without its checkpoint.
-                stopping = checkpointer.stop_requested
-                if stopping:
-                    save_checkpoint()
-                save_state(epoch, first + spec.batch_size, order)
-                if stopping:
-                    events.stopped(step)
-                    return
+            if not epoch_end and checkpointer.save_point(
+                step,
+                epoch_end=False,
+                save_checkpoint=save_checkpoint,
+                save_state=functools.partial(save_state, epoch, first + spec.batch_size, order),
+            ):
+                events.stopped(step)
+                return
 
         # 4a. One servable checkpoint and one full state per epoch.
-        save_checkpoint()
-        save_state(epoch + 1, 0, [])
-        if checkpointer.stop_requested:
+        if checkpointer.save_point(
+            step,
+            epoch_end=True,
+            save_checkpoint=save_checkpoint,
+            save_state=functools.partial(save_state, epoch + 1, 0, []),
+        ):
             events.stopped(step)
             return
 

@@ -23,6 +23,7 @@ Writes, like the supervised recipe: events, one adapter checkpoint per epoch, th
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import random
 import shutil
@@ -271,20 +272,22 @@ def run(spec: TrainingSpec, events: EventWriter) -> None:
                 elapsed_seconds=time.perf_counter() - started,
             )
             # A stop request (SIGTERM: pause) saves a servable checkpoint and a full state, then ends cleanly.
-            if not epoch_end and checkpointer.due(step):
-                # Read once: a SIGTERM arriving during the save must not yield a stop without its checkpoint.
-                stopping = checkpointer.stop_requested
-                if stopping:
-                    save_checkpoint()
-                save_state(epoch, first + spec.batch_size, order)
-                if stopping:
-                    grading.close()
-                    events.stopped(step)
-                    return
+            if not epoch_end and checkpointer.save_point(
+                step,
+                epoch_end=False,
+                save_checkpoint=save_checkpoint,
+                save_state=functools.partial(save_state, epoch, first + spec.batch_size, order),
+            ):
+                grading.close()
+                events.stopped(step)
+                return
 
-        save_checkpoint()
-        save_state(epoch + 1, 0, [])
-        if checkpointer.stop_requested:
+        if checkpointer.save_point(
+            step,
+            epoch_end=True,
+            save_checkpoint=save_checkpoint,
+            save_state=functools.partial(save_state, epoch + 1, 0, []),
+        ):
             grading.close()
             events.stopped(step)
             return

@@ -20,6 +20,7 @@ Two runs of the same spec on the same CPU and thread count produce the same loss
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import random
 import shutil
@@ -205,20 +206,22 @@ def run(spec: TrainingSpec, events: EventWriter) -> None:
             )
             # Full state within the epoch (see training/checkpointing.py); a stop request (SIGTERM)
             # also leaves a servable checkpoint here, then ends the process cleanly.
-            if not epoch_end and checkpointer.due(step):
-                # Read once: a SIGTERM arriving during the save must not yield a stop without its checkpoint.
-                stopping = checkpointer.stop_requested
-                if stopping:
-                    save_checkpoint()
-                save_state(epoch, first + spec.batch_size, order)
-                if stopping:
-                    events.stopped(step)
-                    return
+            if not epoch_end and checkpointer.save_point(
+                step,
+                epoch_end=False,
+                save_checkpoint=save_checkpoint,
+                save_state=functools.partial(save_state, epoch, first + spec.batch_size, order),
+            ):
+                events.stopped(step)
+                return
 
         # 5a. One servable checkpoint and one full state per epoch.
-        save_checkpoint()
-        save_state(epoch + 1, 0, [])
-        if checkpointer.stop_requested:
+        if checkpointer.save_point(
+            step,
+            epoch_end=True,
+            save_checkpoint=save_checkpoint,
+            save_state=functools.partial(save_state, epoch + 1, 0, []),
+        ):
             events.stopped(step)
             return
 
