@@ -8,8 +8,9 @@ Run from the repository root::
 Fills a fresh SQLite store (through the migrations, so with the real indexes) with ``--jobs`` jobs
 and ``--events`` events, bulk-inserted with SQLAlchemy Core ``executemany``: one job (the "hot"
 one) holds a tenth of the events, the others share the rest evenly.
-Then starts ``openft serve --no-worker`` on loopback and drives it with ``--clients`` concurrent
-httpx clients (asyncio), one endpoint at a time, ``--requests`` requests each:
+Then starts ``openft serve --no-worker`` (``--workers N`` with ``--api-processes N``) on loopback and
+drives it with ``--clients`` concurrent keep-alive clients (asyncio sockets; ``--client httpx`` for
+httpx), one endpoint at a time, ``--requests`` requests each:
 
 * ``retrieve``: ``GET /v1/fine_tuning/jobs/{id}`` of a random job;
 * ``list``: ``GET /v1/fine_tuning/jobs?limit=20``, half of them from a random ``after`` cursor;
@@ -131,7 +132,7 @@ def free_port() -> int:
 
 
 def start_server(
-    home: Path, port: int, *, worker: bool = False, database_url: str | None = None
+    home: Path, port: int, *, worker: bool = False, database_url: str | None = None, processes: int = 1
 ) -> subprocess.Popen[bytes]:
     """``openft serve`` on loopback with ``home`` as ``$OPENFT_HOME``, once ``/health`` answers."""
     import httpx
@@ -141,7 +142,15 @@ def start_server(
         env["OPENFT_DATABASE_URL"] = database_url
     openft = Path(sys.executable).parent / "openft"
     process = subprocess.Popen(
-        [str(openft), "serve", "--worker" if worker else "--no-worker", "--port", str(port)],
+        [
+            str(openft),
+            "serve",
+            "--worker" if worker else "--no-worker",
+            "--port",
+            str(port),
+            "--workers",
+            str(processes),
+        ],
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
@@ -161,34 +170,99 @@ def start_server(
     raise RuntimeError("server did not become healthy in 180 s")
 
 
-async def drive(base_url: str, paths: list[str], clients: int) -> list[float]:
-    """Send every path once, ``clients`` at a time; returns the latencies in milliseconds."""
-    import httpx
+class KeepAliveConnection:
+    """One keep-alive HTTP/1.1 connection that sends GETs and reads ``Content-Length`` bodies.
 
+    The load generator shares the machine's cores with the server it measures, so it has to cost far
+    less per request than the server does: httpx costs 0.9-2.1 ms of CPU per request, more than the
+    server's 0.6-2 ms, and so sets the latency it is meant to measure. This costs a few tens of
+    microseconds. ``--client httpx`` still measures with httpx.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
+        self._reader, self._writer, self._host = reader, writer, host
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> KeepAliveConnection:
+        reader, writer = await asyncio.open_connection(host, port)
+        return cls(reader, writer, f"{host}:{port}")
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        self._writer.write(f"GET {path} HTTP/1.1\r\nHost: {self._host}\r\nAuthorization: Bearer local\r\n\r\n".encode())
+        status = int((await self._reader.readline()).split()[1])
+        length = None
+        while (line := await self._reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if length is None:
+            raise RuntimeError(f"GET {path}: no Content-Length in the response")
+        return status, await self._reader.readexactly(length)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+async def drive(base_url: str, paths: list[str], clients: int, client_kind: str = "raw") -> list[float]:
+    """Send every path once, ``clients`` at a time; returns the latencies in milliseconds."""
     queue = list(reversed(paths))
     latencies: list[float] = []
 
-    async def client() -> None:
+    def check(path: str, status: int, body: bytes) -> None:
+        if status != 200:
+            raise RuntimeError(f"GET {path}: {status} {body[:300]!r}")
+
+    async def raw_client() -> None:
+        host, port = base_url.removeprefix("http://").rsplit(":", 1)
+        connection = await KeepAliveConnection.open(host, int(port))
+        try:
+            while queue:
+                path = queue.pop()
+                started = time.perf_counter()
+                status, body = await connection.get(path)
+                latencies.append((time.perf_counter() - started) * 1000)
+                check(path, status, body)
+        finally:
+            connection.close()
+
+    async def httpx_client() -> None:
+        import httpx
+
         async with httpx.AsyncClient(base_url=base_url, headers={"Authorization": "Bearer local"}) as http:
             while queue:
                 path = queue.pop()
                 started = time.perf_counter()
                 response = await http.get(path)
                 latencies.append((time.perf_counter() - started) * 1000)
-                if response.status_code != 200:
-                    raise RuntimeError(f"GET {path}: {response.status_code} {response.text[:300]}")
+                check(path, response.status_code, response.content)
 
+    client = raw_client if client_kind == "raw" else httpx_client
     await asyncio.gather(*(client() for _ in range(clients)))
     return latencies
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` (all its threads), from ``/proc``; NaN where there is none."""
+def run_loop(coroutine: Any) -> Any:
+    """Run on uvloop where it is installed (uvicorn's own loop, installed with it): cheaper per request."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` and its children (``serve --workers N``'s API
+    processes), all their threads, from ``/proc``; NaN where there is none."""
+    total, found = 0.0, False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            found = True
+    return total if found else float("nan")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -236,6 +310,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="split each endpoint's requests over this many rounds of all endpoints, so that every endpoint "
         "meets the same passing load on a shared machine",
     )
+    parser.add_argument(
+        "--api-processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="openft serve --workers N (default: one per core, as a deployment on this machine would run)",
+    )
+    parser.add_argument(
+        "--client",
+        choices=["raw", "httpx"],
+        default="raw",
+        help="load generator: keep-alive sockets costing microseconds per request (default), or httpx",
+    )
     parser.add_argument("--note", default=None, help="free text stored in the results line (e.g. the code measured)")
     args = parser.parse_args(argv)
 
@@ -247,18 +333,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             fill_seconds = populate(f"sqlite:///{database}", args.jobs, args.events)
         db_mb = database.stat().st_size / 1e6
         port = free_port()
-        server = start_server(home, port, database_url=f"sqlite:///{database.resolve()}")
+        server = start_server(home, port, database_url=f"sqlite:///{database.resolve()}", processes=args.api_processes)
         load_before = os.getloadavg()
         try:
             base_url = f"http://127.0.0.1:{port}"
             paths = request_paths(args.jobs, args.events, args.requests)
-            asyncio.run(drive(base_url, [p for group in paths.values() for p in group[:50]], args.clients))  # warm-up
+            run_loop(
+                drive(base_url, [p for group in paths.values() for p in group[:50]], args.clients, args.client)
+            )  # warm-up
             totals = {name: {"latencies": [], "seconds": 0.0, "server_cpu": 0.0, "client_cpu": 0.0} for name in paths}
             for round_ in range(args.rounds):
                 for name, group in paths.items():
                     part = group[round_ :: args.rounds]
                     started, client_cpu, server_cpu = time.perf_counter(), time.process_time(), cpu_seconds(server.pid)
-                    totals[name]["latencies"] += asyncio.run(drive(base_url, part, args.clients))
+                    totals[name]["latencies"] += run_loop(drive(base_url, part, args.clients, args.client))
                     totals[name]["seconds"] += time.perf_counter() - started
                     totals[name]["server_cpu"] += cpu_seconds(server.pid) - server_cpu
                     totals[name]["client_cpu"] += time.process_time() - client_cpu
@@ -287,6 +375,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "clients": args.clients,
         "requests_per_endpoint": args.requests,
         "rounds": args.rounds,
+        "client": args.client,
+        "api_processes": args.api_processes,
         **({"note": args.note} if args.note else {}),
         "fill_seconds": fill_seconds,
         "database_mb": db_mb,
@@ -297,7 +387,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"\napi_latency: {args.jobs:,} jobs, {args.events:,} events in {db_mb:.0f} MB of SQLite")
     print(f"bulk insert: {fill_seconds:.0f} s" if fill_seconds is not None else f"reused {database}")
     print(f"load average (1, 5, 15 min) before: {record['load_average_before']}, after: {record['load_average_after']}")
-    print(f"{args.clients} concurrent clients, {args.requests} requests per endpoint in {args.rounds} round(s)")
+    print(
+        f"{args.clients} concurrent clients, {args.requests} requests per endpoint in {args.rounds} round(s), "
+        f"{args.api_processes} API process(es), {args.client} client"
+    )
     header = f"{'endpoint':<16} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'p99 / health p99':>17}"
     print(f"{header} {'server CPU ms/req':>18} {'client CPU ms/req':>18}")
     for name in ("baseline_health", "retrieve", "list", "list_events"):

@@ -262,9 +262,11 @@ def main(argv: list[str] | None = None) -> dict:
         trl = results[-1]["tokens_per_second"]
         ratio_auto = results[0]["tokens_per_second"] / trl
         ratio = results[-2]["tokens_per_second"] / trl  # the bf16 openft run when there are two
-        print(f"openft / TRL real tok/s: {ratio:.2f}x (like for like, bf16 compute in both)")
+        # The goal compares an openft job as a user creates it with SFTTrainer as a user builds it: each
+        # system with its defaults (openft's dtype=auto, TRL's bf16 autocast).
+        print(f"openft job (dtype=auto, {results[0]['dtype']}) / TRL SFTTrainer defaults: {ratio_auto:.2f}x (goal: 3x)")
         if len(results) == 3:
-            print(f"openft with dtype=auto (fp32) / TRL: {ratio_auto:.2f}x")
+            print(f"openft forced to bf16 / TRL: {ratio:.2f}x (bf16 compute in both)")
 
     record = {
         "benchmark": "train_throughput",
@@ -276,6 +278,7 @@ def main(argv: list[str] | None = None) -> dict:
         "epochs": args.epochs,
         "batch_size": 8,
         "results": results,
+        "headline_ratio": ratio_auto,  # openft's defaults over TRL's: the goal's comparison
         "ratio_openft_over_trl": ratio,
         "ratio_openft_auto_over_trl": ratio_auto,
         # OpenMP's waiting policy decides how both systems behave on a shared, loaded machine.

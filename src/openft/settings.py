@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     max_active_jobs_per_organization: int = 50
     """Jobs an organization may have validating, queued, running or paused at once (more: 429)."""
 
+    api_read_threads: int = Field(default=2, ge=1)
+    """Threads that run the API's database reads (see ``api/reads.py``); more adds GIL contention, not speed."""
+
     requests_per_minute: int = 3000
     """Requests per minute per API key (more: 429 with ``Retry-After``); 0 turns the limit off."""
 

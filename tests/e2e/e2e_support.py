@@ -32,17 +32,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def live_server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[LiveServer]:
-    home = tmp_path_factory.mktemp("home")
-    (home / "models").symlink_to(models_dir)
+def start_live_server(home: Path, *serve_args: str) -> LiveServer:
+    """``openft serve --port P *serve_args`` with ``home`` as ``$OPENFT_HOME``, once ``/health`` answers;
+    its output goes to ``home/server.log``."""
     port = _free_port()
     env = {**os.environ, "OPENFT_HOME": str(home), "OPENFT_WORKER_POLL_SECONDS": "0.05"}
     env.pop("OPENFT_DATABASE_URL", None)
-    log = (home / "server.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "openft", "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
+    with (home / "server.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "openft", "serve", "--port", str(port), *serve_args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180  # a busy machine can take minutes to import the server
     while True:
@@ -55,10 +57,21 @@ def live_server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> I
             process.kill()
             raise RuntimeError(f"openft serve did not start:\n{(home / 'server.log').read_text()[-3000:]}")
         time.sleep(0.2)
-    yield LiveServer(base_url=f"{url}/v1", home=home, process=process)
-    process.terminate()
+    return LiveServer(base_url=f"{url}/v1", home=home, process=process)
+
+
+def stop_live_server(server: LiveServer) -> None:
+    server.process.terminate()
     try:
-        process.wait(timeout=30)
+        server.process.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+        server.process.kill()
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[LiveServer]:
+    home = tmp_path_factory.mktemp("home")
+    (home / "models").symlink_to(models_dir)
+    server = start_live_server(home)
+    yield server
+    stop_live_server(server)

@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from openft.api.auth import authenticate
+from openft.api.reads import ReadThreads
 from openft.files.service import FileService
 from openft.files.uploads import UploadService
 from openft.jobs.service import JobService
@@ -45,6 +46,10 @@ async def _uploads(request: Request) -> UploadService:
     return request.app.state.uploads  # type: ignore[no-any-return]
 
 
+async def _reads(request: Request) -> ReadThreads:
+    return request.app.state.reads  # type: ignore[no-any-return]
+
+
 async def _permissions(request: Request) -> CheckpointPermissions:
     return request.app.state.permissions  # type: ignore[no-any-return]
 
@@ -56,4 +61,5 @@ JobsDep = Annotated[JobService, Depends(_jobs)]
 RegistryDep = Annotated[ModelRegistry, Depends(_registry)]
 PrincipalDep = Annotated[Principal, Depends(authenticate)]
 UploadsDep = Annotated[UploadService, Depends(_uploads)]
+ReadsDep = Annotated[ReadThreads, Depends(_reads)]
 PermissionsDep = Annotated[CheckpointPermissions, Depends(_permissions)]

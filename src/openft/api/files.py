@@ -8,7 +8,7 @@ from fastapi import APIRouter, Form, Query, UploadFile
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from openft.api.deps import FilesDep, PrincipalDep
+from openft.api.deps import FilesDep, PrincipalDep, ReadsDep
 from openft.errors import InvalidRequest
 from openft.store.rows import FileRow
 from openft.types.file_object import FileDeleted, FileObject
@@ -51,22 +51,23 @@ async def create_file(
 
 
 @router.get("", response_model=CursorPage[FileObject])
-def list_files(
+async def list_files(
     principal: PrincipalDep,
     files: FilesDep,
+    reads: ReadsDep,
     purpose: str | None = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 10000,
     order: Literal["asc", "desc"] = "desc",
     after: str | None = None,
 ) -> CursorPage[FileObject]:
-    rows, has_more = files.list(principal, purpose=purpose, limit=limit, order=order, after=after)
+    rows, has_more = await reads.run(files.list, principal, purpose=purpose, limit=limit, order=order, after=after)
     data = [file_to_wire(r) for r in rows]
     return page_of(data, has_more)
 
 
 @router.get("/{file_id}", response_model=FileObject)
-def retrieve_file(principal: PrincipalDep, files: FilesDep, file_id: str) -> FileObject:
-    return file_to_wire(files.get(principal, file_id))
+async def retrieve_file(principal: PrincipalDep, files: FilesDep, reads: ReadsDep, file_id: str) -> FileObject:
+    return file_to_wire(await reads.run(files.get, principal, file_id))
 
 
 @router.delete("/{file_id}", response_model=FileDeleted)

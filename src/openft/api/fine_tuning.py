@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from openft.api.deps import JobsDep, PrincipalDep
+from openft.api.deps import JobsDep, PrincipalDep, ReadsDep
 from openft.api.responses import json_response
 from openft.jobs import status as st
 from openft.store.rows import CheckpointRow, EventRow, JobRow
@@ -86,20 +86,21 @@ def create_job(principal: PrincipalDep, jobs: JobsDep, params: JobCreateParams) 
 
 
 @router.get("", response_model=CursorPage[FineTuningJob])
-def list_jobs(
+async def list_jobs(
     request: Request,
     principal: PrincipalDep,
     jobs: JobsDep,
+    reads: ReadsDep,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> Response:
-    rows, has_more = jobs.list(principal, after=after, limit=limit, metadata=_metadata_filter(request))
+    rows, has_more = await reads.run(jobs.list, principal, after=after, limit=limit, metadata=_metadata_filter(request))
     return json_response(CursorPage[FineTuningJob](data=[job_to_wire(r) for r in rows], has_more=has_more))
 
 
 @router.get("/{fine_tuning_job_id}", response_model=FineTuningJob)
-def retrieve_job(principal: PrincipalDep, jobs: JobsDep, fine_tuning_job_id: str) -> Response:
-    return json_response(job_to_wire(jobs.get(principal, fine_tuning_job_id)))
+async def retrieve_job(principal: PrincipalDep, jobs: JobsDep, reads: ReadsDep, fine_tuning_job_id: str) -> Response:
+    return json_response(job_to_wire(await reads.run(jobs.get, principal, fine_tuning_job_id)))
 
 
 @router.post("/{fine_tuning_job_id}/cancel", response_model=FineTuningJob)
@@ -118,24 +119,26 @@ def resume_job(principal: PrincipalDep, jobs: JobsDep, fine_tuning_job_id: str) 
 
 
 @router.get("/{fine_tuning_job_id}/events", response_model=CursorPage[FineTuningJobEvent])
-def list_events(
+async def list_events(
     principal: PrincipalDep,
     jobs: JobsDep,
+    reads: ReadsDep,
     fine_tuning_job_id: str,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ) -> Response:
-    rows, has_more = jobs.events(principal, fine_tuning_job_id, after=after, limit=limit)
+    rows, has_more = await reads.run(jobs.events, principal, fine_tuning_job_id, after=after, limit=limit)
     return json_response(CursorPage[FineTuningJobEvent](data=[event_to_wire(r) for r in rows], has_more=has_more))
 
 
 @router.get("/{fine_tuning_job_id}/checkpoints", response_model=CursorPage[FineTuningJobCheckpoint])
-def list_checkpoints(
+async def list_checkpoints(
     principal: PrincipalDep,
     jobs: JobsDep,
+    reads: ReadsDep,
     fine_tuning_job_id: str,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> Response:
-    rows, has_more = jobs.checkpoints(principal, fine_tuning_job_id, after=after, limit=limit)
+    rows, has_more = await reads.run(jobs.checkpoints, principal, fine_tuning_job_id, after=after, limit=limit)
     return json_response(page_of([checkpoint_to_wire(r) for r in rows], has_more))

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from openft.cli import export
 from openft.settings import Settings
+
+if TYPE_CHECKING:
+    from openft.store.keys import KeyStore
 
 console = Console(stderr=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -29,24 +33,61 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     worker: Annotated[bool, typer.Option("--worker/--no-worker", help="Run an embedded worker.")] = True,
     insecure: Annotated[bool, typer.Option(help="Allow a non-loopback address without API keys.")] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="API processes on the port (one Python process runs on one core at a time). With more than "
+            "one, the job worker runs in the supervising process and each API process loads the models it serves.",
+        ),
+    ] = 1,
 ) -> None:
     """Run the API (and, by default, a worker) until interrupted."""
-    import uvicorn
-
-    from openft.api.app import create_app
-
     _logging()
     settings = Settings(host=host, port=port)
-    app = create_app(settings, embedded_worker=worker)
-    if not settings.is_loopback and not insecure and not app.state.keys.any_configured():
+    if workers == 1:
+        import uvicorn
+
+        from openft.api.app import create_app
+
+        app = create_app(settings, embedded_worker=worker)
+        _refuse_open_network_without_keys(settings, insecure, app.state.keys)
+        console.print(f"openft serving on http://{host}:{port}/v1 (data in {settings.home})")
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+        return
+
+    from openft.api.processes import serve_processes
+    from openft.store import open_store
+    from openft.store.keys import KeyStore
+
+    settings.ensure_dirs()
+    store = open_store(settings.sqlalchemy_url)  # schema upgraded here, before any API process starts
+    _refuse_open_network_without_keys(settings, insecure, KeyStore(store))
+    # The API processes build their settings from the environment: pass them what this command was given.
+    os.environ.update({"OPENFT_HOST": host, "OPENFT_PORT": str(port)})
+    stop, job_worker = threading.Event(), None
+    if worker:
+        from openft.jobs.worker import Worker
+
+        job_worker = threading.Thread(target=Worker(settings, store).run, args=(stop,), name="openft-worker")
+        job_worker.start()
+    console.print(f"openft serving on http://{host}:{port}/v1 with {workers} API processes (data in {settings.home})")
+    try:
+        serve_processes(host, port, workers, stop)
+    finally:
+        stop.set()
+        if job_worker is not None:
+            job_worker.join(timeout=30)
+
+
+def _refuse_open_network_without_keys(settings: Settings, insecure: bool, keys: KeyStore) -> None:
+    if not settings.is_loopback and not insecure and not keys.any_configured():
         # Without keys every caller is the local user: exposing that on a network needs consent.
         console.print(
-            f"[red]Refusing to listen on {host} without API keys (create one with `openft keys create`); "
+            f"[red]Refusing to listen on {settings.host} without API keys (create one with `openft keys create`); "
             "pass --insecure to do it anyway.[/]"
         )
         raise typer.Exit(2)
-    console.print(f"openft serving on http://{host}:{port}/v1 (data in {settings.home})")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 def run_worker() -> None:

@@ -206,3 +206,37 @@ def test_packed_training_step_equals_a_padded_batch_in_loss_accuracy_and_gradien
             assert torch.allclose(packed_grad, padded_grad, atol=1e-5, rtol=1e-4)
     finally:
         lora.unload()
+
+
+@pytest.mark.parametrize("amx", [False, True])
+def test_bf16_rows_attend_in_fp32_except_long_wide_examples_on_amx(monkeypatch: pytest.MonkeyPatch, amx: bool) -> None:
+    """On a CPU, bf16 attention only where it is faster (AMX, head size >= 64, >= 512 tokens), fp32
+    elsewhere; the output is the same attention either way, in the row's dtype."""
+    from openft.training import packed_attention
+
+    monkeypatch.setattr(packed_attention, "_cpu_has_amx", lambda: amx)
+    computed_in: list[torch.dtype] = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def recording_sdpa(query: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        computed_in.append(query.dtype)
+        return sdpa(query, *args, **kwargs)
+
+    monkeypatch.setattr(packed_attention.F, "scaled_dot_product_attention", recording_sdpa)
+    lengths, heads, head_dim = [600, 40, 7], 2, 64
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, heads, sum(lengths), head_dim, generator=generator).bfloat16() for _ in range(3))
+    out, _ = packed_attention.packed_sdpa_attention(torch.nn.Module(), q, k, v, None, **packed_kwargs(lengths, "cpu"))
+
+    long_dtype = torch.bfloat16 if amx else torch.float32
+    assert computed_in == [long_dtype, torch.float32, torch.float32]
+    assert out.dtype == torch.bfloat16 and out.shape == (1, sum(lengths), heads, head_dim)
+    expected = torch.cat(
+        [
+            sdpa(qe.float(), ke.float(), ve.float(), is_causal=True)
+            for qe, ke, ve in zip(q.split(lengths, 2), k.split(lengths, 2), v.split(lengths, 2), strict=True)
+        ],
+        dim=2,
+    ).transpose(1, 2)
+    assert (out.float() - expected).abs().max() <= 1e-2  # bf16 rounding of values below ~2
+    assert not packed_attention._cpu_bf16_attention_pays(600, 16)  # tiny-chat's heads: fp32 at any length
