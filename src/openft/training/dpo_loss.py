@@ -17,7 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from openft.training.chat_data import IGNORE_INDEX
+from openft.training.mixed_precision import compute_precision
 from openft.training.model_setup import TrainableModel
+from openft.training.packed_attention import packed_kwargs
 from openft.training.preference_data import PreferencePair
 from openft.training.recipes.supervised import pack
 
@@ -82,10 +84,16 @@ def sequence_logps(model: Any, pairs: Sequence[PreferencePair], device: torch.de
     )
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder = getattr(causal_lm, causal_lm.base_model_prefix)
-    hidden = decoder(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).last_hidden_state
     where = batch.targets != IGNORE_INDEX
     targets = batch.targets[where]
-    logits = causal_lm.get_output_embeddings()(hidden[where]).float()
+    with compute_precision(model):  # bf16 autocast over a bf16 base: see training/mixed_precision.py
+        hidden = decoder(
+            input_ids=batch.input_ids,
+            position_ids=batch.position_ids,
+            use_cache=False,
+            **packed_kwargs(list(batch.lengths), device),  # attention within each answer alone
+        ).last_hidden_state
+        logits = causal_lm.get_output_embeddings()(hidden[where]).float()
     softcap = getattr(causal_lm.config, "final_logit_softcapping", None)
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from openft.models.catalog import TINY_CHAT, find_base_model
 from openft.models.loader import load_model_and_tokenizer
 from openft.training.chat_data import IGNORE_INDEX, TrainingDataError
 from openft.training.dpo_loss import dpo_loss, reward_stats, sequence_logps
+from openft.training.packed_attention import PACKED_SDPA
 from openft.training.preference_data import load_preference_pairs, tokenize_preference
 
 
@@ -104,8 +106,17 @@ def test_preference_files_name_the_bad_line_and_truncate_long_pairs(tmp_path: Pa
         load_preference_pairs(path, tokenizer, max_seq_len=100)
 
 
-def test_packed_sequence_logps_equal_one_forward_per_answer(tiny: tuple[Any, Any]) -> None:
-    model, tokenizer = tiny
+@pytest.fixture(params=["sdpa", PACKED_SDPA])
+def attending(request: pytest.FixtureRequest, tiny: tuple[Any, Any]) -> Iterator[tuple[Any, Any]]:
+    """tiny-chat with transformers' mask from the position ids, then with the recipe's per-answer attention."""
+    model, _ = tiny
+    model.set_attn_implementation(request.param)
+    yield tiny
+    model.set_attn_implementation("sdpa")
+
+
+def test_packed_sequence_logps_equal_one_forward_per_answer(attending: tuple[Any, Any]) -> None:
+    model, tokenizer = attending
     pairs = [
         tokenize_preference(preference("Capital of France?", "Paris.", "I do not know, sorry."), tokenizer),
         tokenize_preference(preference("Two plus two?", "Four.", "Five."), tokenizer),

@@ -13,8 +13,9 @@ computed once, before the first step: with LoRA on the base with the adapter dis
 fine-tuning on the weights as loaded. Neither needs a second copy of the model in memory.
 
 Each optimizer step packs ``spec.batch_size`` pairs (both sides of each) into one row, exactly like
-the supervised recipe (position ids restart per sequence, ``use_cache=False``), and runs the LM
-head only where an answer token is predicted. Events, checkpoints and ``results.csv`` are those of
+the supervised recipe (position ids restart per sequence, ``use_cache=False``, attention within
+each sequence alone, bf16 autocast over a bf16 base), and runs the LM head only where an answer
+token is predicted. Events, checkpoints and ``results.csv`` are those of
 the supervised recipe plus the reward statistics: ``{split}_rewards_chosen``, ``_rejected``,
 ``_margin`` (chosen minus rejected) and ``_accuracy`` (share of pairs with a positive margin).
 Full training states, pause (SIGTERM) and resume work as in the supervised recipe
@@ -39,7 +40,9 @@ from openft.training.chat_data import TrainingDataError
 from openft.training.checkpointing import Checkpointer, Progress, epoch_order, resume
 from openft.training.dpo_loss import dpo_loss, evaluate, reference_logps, reference_tensors, sequence_logps
 from openft.training.events import EventWriter
+from openft.training.mixed_precision import keep_adapter_inputs_in_base_dtype
 from openft.training.model_setup import load_trainable_model
+from openft.training.packed_attention import use_packed_attention
 from openft.training.preference_data import PreferencePair, has_labels, load_preference_pairs
 from openft.training.recipes.supervised import (
     AUTO_EVALUATIONS,
@@ -110,6 +113,8 @@ def run(spec: TrainingSpec, events: EventWriter) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     trainable = load_trainable_model(spec, base, events, dtype=resolve_dtype(spec.dtype, base.id, device))
     model, tokenizer = trainable.model, trainable.tokenizer
+    use_packed_attention(model)  # attention within each answer, no mask: see training/packed_attention.py
+    keep_adapter_inputs_in_base_dtype(model)
     max_seq_len = spec.max_seq_len or base.context_length
     train = _load(spec.training_file, tokenizer, max_seq_len, events, "training")
     if not train:
