@@ -16,24 +16,23 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from openft import ids
 from openft.data.validation import first_error_message, validate_file
 from openft.errors import OpenFTError
 from openft.files.service import FileService
 from openft.jobs import hyperparameters, webhooks
 from openft.jobs import status as st
-from openft.jobs.executors import Executor, Handle, make_executor
+from openft.jobs.executors import Executor, make_executor
 from openft.jobs.reaper import Reaper
 from openft.jobs.recovery import LineEvents, pin_input, pinned_input, prepare_attempt, register_live_worker
 from openft.jobs.spec import resolve_spec
+from openft.jobs.training_lines import Running, record_line
 from openft.settings import Settings
 from openft.store import Store
-from openft.store.recovery import add_checkpoint_once
-from openft.store.rows import CheckpointRow, JobRow
+from openft.store.rows import JobRow
 
 log = logging.getLogger(__name__)
 
@@ -41,68 +40,6 @@ HEARTBEAT_EVERY = 2.0
 REAP_EVERY = 5.0
 KILL_GRACE = 3.0
 SHUTDOWN_GRACE = 10.0
-
-
-def _format_metrics_message(m: dict[str, Any]) -> str:
-    text = f"Step {m['step']}/{m['total_steps']}: training loss={m['train_loss']:.2f}"
-    if m.get("valid_loss") is not None:
-        text += f", validation loss={m['valid_loss']:.2f}"
-    if m.get("full_valid_loss") is not None:
-        text += f", full validation loss={m['full_valid_loss']:.2f}"
-    if m.get("train_mean_reward") is not None:
-        text += f", train mean reward={m['train_mean_reward']:.2f}"
-    if m.get("full_valid_mean_reward") is not None:
-        text += f", full validation mean reward={m['full_valid_mean_reward']:.2f}"
-    elif m.get("valid_mean_reward") is not None:
-        text += f", validation mean reward={m['valid_mean_reward']:.2f}"
-    return text
-
-
-METRIC_KEYS = (
-    "step",
-    "total_steps",
-    "train_loss",
-    "train_mean_token_accuracy",
-    "valid_loss",
-    "valid_mean_token_accuracy",
-    "full_valid_loss",
-    "full_valid_mean_token_accuracy",
-    "tokens_per_second",
-    # DPO (recipes/dpo.py): implicit rewards beta * (log p_policy - log p_reference) of each output
-    *(
-        f"{split}_rewards_{name}"
-        for split in ("train", "valid", "full_valid")
-        for name in ("chosen", "rejected", "margin", "accuracy")
-    ),
-    # Reinforcement (recipes/reinforcement.py): the grader's rewards
-    "train_mean_reward",
-    "train_reward_std",
-    "train_grader_error_rate",
-    "valid_mean_reward",
-    "full_valid_mean_reward",
-    "kl",
-    "completion_tokens_mean",
-)
-
-
-@dataclass
-class Running:
-    """The job this worker is training right now."""
-
-    job: JobRow
-    handle: Handle
-    output_dir: Path
-    events: LineEvents
-    """Writes the training process's event lines as job events, each once (see jobs/recovery.py)."""
-    error: dict[str, Any] | None = None
-    result: dict[str, Any] | None = None
-    last_heartbeat: float = 0.0
-    kill_sent_at: float | None = None
-    stop_sent_at: float | None = None
-    """When the process was asked to save its state and stop (a pause)."""
-    stopped_step: int | None = None
-    """The step at which it did (its ``stopped`` line)."""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Worker:
@@ -165,7 +102,7 @@ class Worker:
             self._kill(run, force=True)
             run.handle.wait(timeout=30)
         for line in run.handle.read_events():
-            self._handle_line(run, line)
+            self._record(run, line)
         self._close(run)
         self.executor.shutdown()
         self.running = None
@@ -336,7 +273,7 @@ class Worker:
             self._stop_for_pause(run, now)
         lines = run.handle.read_events()
         for line in lines:
-            self._handle_line(run, line)
+            self._record(run, line)
         if now - run.last_heartbeat > HEARTBEAT_EVERY:
             run.last_heartbeat = now
             self.store.heartbeat(run.job.id, self.worker_id, now)
@@ -344,7 +281,7 @@ class Worker:
         if code is None:
             return bool(lines)
         for line in run.handle.read_events():  # lines written just before exit
-            self._handle_line(run, line)
+            self._record(run, line)
         self._close(run)
         self.running = None
         if run.stop_sent_at is not None or self.store.get_job(run.job.id).status in (st.PAUSED, st.QUEUED):
@@ -370,44 +307,8 @@ class Worker:
         self._fail(run.job, error, from_status=st.RUNNING)
         return True
 
-    def _handle_line(self, run: Running, line: dict[str, Any]) -> None:
-        kind = line.get("kind")
-        job_id = run.job.id
-        if kind == "message":
-            run.events.append(line, line["message"], level=line.get("level", "info"), data=line.get("data"))
-        elif kind == "metrics":
-            data = {k: line[k] for k in METRIC_KEYS if line.get(k) is not None}
-            run.events.append(line, _format_metrics_message(line), type="metrics", data=data)
-            step, total, elapsed = line["step"], line["total_steps"], line.get("elapsed_seconds")
-            if elapsed and step:
-                eta = int(time.time() + (total - step) * (elapsed / step))
-                self.store.update_job(job_id, expect_status=st.RUNNING, estimated_finish=eta)
-        elif kind == "checkpoint" and run.events.is_new(line):
-            name = ids.checkpoint_model_name(run.job.model_name, line["step"])
-            adapter = run.output_dir / line["path"]
-            self.files.blobs.publish(str(adapter.relative_to(self.settings.home)))
-            add_checkpoint_once(
-                self.store,
-                CheckpointRow(
-                    id=ids.new_checkpoint_id(),
-                    job_id=job_id,
-                    organization_id=run.job.organization_id,
-                    created_at=int(time.time()),
-                    step_number=line["step"],
-                    fine_tuned_model_checkpoint=name,
-                    metrics={k: v for k, v in line.get("metrics", {}).items() if v is not None},
-                    adapter_path=str(adapter.relative_to(self.settings.home)),
-                ),
-            )
-            run.events.append(line, f"Checkpoint created at step {line['step']} with Snapshot ID: {name}")
-        elif kind == "checkpoint_deleted":
-            self.store.delete_checkpoint(job_id, line["step"])
-        elif kind == "result":
-            run.result = line
-        elif kind == "error":
-            run.error = {"code": line["code"], "message": line["message"], "param": line.get("param")}
-        elif kind == "stopped":
-            run.stopped_step = line["step"]
+    def _record(self, run: Running, line: dict[str, Any]) -> None:
+        record_line(run, line, store=self.store, files=self.files, settings=self.settings)
 
     def _succeed(self, run: Running, *, from_status: str | tuple[str, ...] = st.RUNNING) -> None:
         job, result = run.job, run.result or {}
