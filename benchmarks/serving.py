@@ -30,6 +30,7 @@ throughput is counted in tokens generated. Prints the ratios and appends a JSON 
 from __future__ import annotations
 
 import argparse
+import inspect
 import statistics
 import sys
 import tempfile
@@ -171,14 +172,17 @@ def decode_steps(
         "four_adapters_peft": (peft, None, {"adapter_names": [f"a{names.index(n)}" for n in four]}),
     }
 
+    # transformers 5 renamed past_key_values to cache (as serving/engine.py handles it)
+    cache_keyword = "cache" if "cache" in inspect.signature(loaded.model.forward).parameters else "past_key_values"
+
     def step(model: Any, rows_adapters: list[str | None] | None, kwargs: dict[str, Any]) -> float:
         if rows_adapters is not None:
             loaded.lora.select(rows_adapters)
-        cache = DynamicCache()
+        cache = {cache_keyword: DynamicCache()}
         with torch.inference_mode():
-            model(input_ids=ids[:, :40], past_key_values=cache, use_cache=True, logits_to_keep=1, **kwargs)
+            model(input_ids=ids[:, :40], use_cache=True, logits_to_keep=1, **cache, **kwargs)
             started = time.perf_counter()
-            model(input_ids=ids[:, 40:], past_key_values=cache, use_cache=True, logits_to_keep=1, **kwargs)
+            model(input_ids=ids[:, 40:], use_cache=True, logits_to_keep=1, **cache, **kwargs)
             return time.perf_counter() - started
 
     times: dict[str, list[float]] = {name: [] for name in cases}

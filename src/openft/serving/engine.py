@@ -19,6 +19,7 @@ and ``Generation`` objects.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import queue
 import threading
@@ -98,6 +99,10 @@ class BatchEngine:
         self._mask: torch.Tensor | None = None
         self._token_texts: list[str | None] | None = None
         self._closed = False
+        # transformers 5 renamed the forward's ``past_key_values`` to ``cache`` (the old name warns, and
+        # goes in 5.40); earlier versions know only the old name.
+        forward = inspect.signature(loaded.model.forward).parameters
+        self._cache_keyword = "cache" if "cache" in forward else "past_key_values"
         self.stats: Counter[str] = Counter()
         """``steps``, ``mixed_steps`` (forward passes over rows of several adapters) and ``max_rows``."""
         self._thread = threading.Thread(target=self._run, name=f"openft-engine-{loaded.base.id}", daemon=True)
@@ -293,9 +298,9 @@ class BatchEngine:
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
+            **{self._cache_keyword: cache},
         )
         return out.logits[:, -1, :].float()
 
