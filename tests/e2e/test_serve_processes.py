@@ -1,11 +1,13 @@
 """``openft serve --workers 2``: two API processes on one port and the job worker in the supervising
 process. A job runs and its model chats; an API process that crashes is replaced while the other
-keeps answering; SIGTERM stops every process."""
+keeps answering; a second server on the same port is refused; SIGTERM stops every process."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -72,6 +74,18 @@ def test_two_api_processes_train_serve_survive_a_crash_and_stop(tmp_path: Path, 
             model=job.fine_tuned_model, messages=[{"role": "user", "content": "Hi"}], max_tokens=5
         )
         assert reply.model == job.fine_tuned_model and reply.usage.completion_tokens > 0
+
+        # A second server on the same port fails instead of sharing it through SO_REUSEPORT.
+        port = server.base_url.rsplit(":", 1)[1].split("/")[0]
+        env = {**os.environ, "OPENFT_HOME": str(tmp_path / "second")}
+        second = subprocess.run(
+            [sys.executable, "-m", "openft", "serve", "--workers", "2", "--no-worker", "--port", port],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert second.returncode == 1 and "already in use" in second.stdout + second.stderr
 
         victim = min(first)
         os.kill(victim, signal.SIGKILL)

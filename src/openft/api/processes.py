@@ -16,6 +16,7 @@ import signal
 import socket
 import threading
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 APP_FACTORY = "openft.api.app:create_app_from_environment"
 BACKLOG = 2048  # uvicorn's default
@@ -26,7 +27,7 @@ def serve_processes(host: str, port: int, count: int, stop: threading.Event) -> 
     """Run ``count`` API processes on ``host:port`` until ``stop`` is set (SIGTERM and SIGINT set it).
 
     The processes build their app with ``create_app_from_environment``: the caller puts their settings
-    in the environment first.
+    in the environment first, and checks the port with ``ensure_port_is_free``.
     """
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -54,12 +55,31 @@ def serve_processes(host: str, port: int, count: int, stop: threading.Event) -> 
                 process.kill()
 
 
+def ensure_port_is_free(host: str, port: int) -> None:
+    """Bind the port once without ``SO_REUSEPORT``: sockets that set it share a port silently, so a
+    second ``openft serve --workers N`` on a busy port would otherwise take half of another server's
+    connections instead of failing.
+
+    Raises:
+        OSError: Something already listens on ``host:port``.
+    """
+    family, kind, proto, _, address = _address(host, port)
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise OSError(exc.errno, f"{host}:{port} is already in use") from exc
+
+
+def _address(host: str, port: int) -> tuple[Any, ...]:
+    return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+
+
 def _serve_one(host: str, port: int) -> None:
     import uvicorn
 
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
-        0
-    ]
+    family, kind, proto, _, address = _address(host, port)
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)

@@ -56,13 +56,18 @@ def serve(
         uvicorn.run(app, host=host, port=port, log_level="warning")
         return
 
-    from openft.api.processes import serve_processes
+    from openft.api.processes import ensure_port_is_free, serve_processes
     from openft.store import open_store
     from openft.store.keys import KeyStore
 
     settings.ensure_dirs()
     store = open_store(settings.sqlalchemy_url)  # schema upgraded here, before any API process starts
     _refuse_open_network_without_keys(settings, insecure, KeyStore(store))
+    try:
+        ensure_port_is_free(host, port)
+    except OSError as exc:
+        console.print(f"[red]Cannot serve on {host}:{port}: {exc.strerror or exc}[/]")
+        raise typer.Exit(1) from exc
     # The API processes build their settings from the environment: pass them what this command was given.
     os.environ.update({"OPENFT_HOST": host, "OPENFT_PORT": str(port)})
     stop, job_worker = threading.Event(), None
