@@ -4,9 +4,9 @@ A plain ``def`` route runs in anyio's default thread pool, up to 40 threads at o
 (an index search in SQLite takes ~0.1 ms) and the Python around them holds the GIL, so under load 16
 threads contend for one GIL: each waits up to a switch interval (5 ms) to run again, and the
 latency tail grows with the thread count. Measured on a 2-core Xeon, 16 clients listing 20 jobs on
-a store of 100k jobs: p50/p99 31/125 ms with the 40-thread pool, 31/121 ms with 4 threads, 26/40 ms
-with 2. Writes (create, cancel, uploads) stay in the default pool: they may wait on a database lock,
-which must not hold up reads.
+a store of 100k jobs, profiled with py-spy: p50/p99 31/125 ms with the 40-thread pool, 31/121 ms
+with 4 threads, 26/40 ms with 2. Writes (create, cancel, uploads) stay in the default pool: they may
+wait on a database lock, which must not hold up reads.
 """
 
 from __future__ import annotations

@@ -46,20 +46,29 @@ def serve(
     _logging()
     settings = Settings(host=host, port=port)
     if workers == 1:
-        import uvicorn
+        _serve_in_this_process(settings, worker=worker, insecure=insecure)
+    else:
+        _serve_in_processes(settings, workers, worker=worker, insecure=insecure)
 
-        from openft.api.app import create_app
 
-        app = create_app(settings, embedded_worker=worker)
-        _refuse_open_network_without_keys(settings, insecure, app.state.keys)
-        console.print(f"openft serving on http://{host}:{port}/v1 (data in {settings.home})")
-        uvicorn.run(app, host=host, port=port, log_level="warning")
-        return
+def _serve_in_this_process(settings: Settings, *, worker: bool, insecure: bool) -> None:
+    import uvicorn
 
+    from openft.api.app import create_app
+
+    app = create_app(settings, embedded_worker=worker)
+    _refuse_open_network_without_keys(settings, insecure, app.state.keys)
+    console.print(f"openft serving on http://{settings.host}:{settings.port}/v1 (data in {settings.home})")
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+
+
+def _serve_in_processes(settings: Settings, count: int, *, worker: bool, insecure: bool) -> None:
+    """``count`` API processes (``api/processes.py``), and the job worker in this one."""
     from openft.api.processes import ensure_port_is_free, serve_processes
     from openft.store import open_store
     from openft.store.keys import KeyStore
 
+    host, port = settings.host, settings.port
     settings.ensure_dirs()
     store = open_store(settings.sqlalchemy_url)  # schema upgraded here, before any API process starts
     _refuse_open_network_without_keys(settings, insecure, KeyStore(store))
@@ -76,9 +85,9 @@ def serve(
 
         job_worker = threading.Thread(target=Worker(settings, store).run, args=(stop,), name="openft-worker")
         job_worker.start()
-    console.print(f"openft serving on http://{host}:{port}/v1 with {workers} API processes (data in {settings.home})")
+    console.print(f"openft serving on http://{host}:{port}/v1 with {count} API processes (data in {settings.home})")
     try:
-        serve_processes(host, port, workers, stop)
+        serve_processes(host, port, count, stop)
     finally:
         stop.set()
         if job_worker is not None:
