@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     python_grader_timeout_seconds: float = 30.0
     """Wall-clock and CPU limit of one python grader run (``/v1/fine_tuning/alpha/graders/run``)."""
 
+    webhook_allow_private_addresses: bool = False
+    """Let webhook endpoints name loopback, private, link-local and other non-public addresses (a
+    receiver on the same host or network); a worker logs a warning when this is on. Cloud metadata
+    addresses stay refused. Off: such URLs are refused when an endpoint is created and at every delivery."""
+
     organization_id: str = "org-personal"
     """Owner of everything on a single-user install (no API keys configured)."""
 

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,16 +32,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_live_server(home: Path, *serve_args: str) -> LiveServer:
+def start_live_server(
+    home: Path, *serve_args: str, launcher: Sequence[str] = (), env: Mapping[str, str] | None = None
+) -> LiveServer:
     """``openft serve --port P *serve_args`` with ``home`` as ``$OPENFT_HOME``, once ``/health`` answers;
-    its output goes to ``home/server.log``."""
+    its output goes to ``home/server.log``. ``launcher`` is a command the server is run by (it ends by
+    executing its arguments); ``env`` adds to the environment."""
     port = _free_port()
-    env = {**os.environ, "OPENFT_HOME": str(home), "OPENFT_WORKER_POLL_SECONDS": "0.05"}
-    env.pop("OPENFT_DATABASE_URL", None)
+    environment = {**os.environ, "OPENFT_HOME": str(home), "OPENFT_WORKER_POLL_SECONDS": "0.05", **(env or {})}
+    environment.pop("OPENFT_DATABASE_URL", None)
     with (home / "server.log").open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "openft", "serve", "--port", str(port), *serve_args],
-            env=env,
+            [*launcher, sys.executable, "-m", "openft", "serve", "--port", str(port), *serve_args],
+            env=environment,
             stdout=log,
             stderr=subprocess.STDOUT,
         )

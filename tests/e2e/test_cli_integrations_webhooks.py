@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_support import LiveServer
+from e2e_support import LiveServer, start_live_server, stop_live_server
 from openai import OpenAI
 from wandb_reader import read_run
 
@@ -40,6 +40,16 @@ def _openft(
 
 def _upload(client: OpenAI, name: str) -> str:
     return client.files.create(file=(name, (ASSETS / name).read_bytes()), purpose="fine-tune").id
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[LiveServer]:
+    """A live server whose webhooks may go to the receiver on 127.0.0.1 (a private address)."""
+    home = tmp_path_factory.mktemp("home")
+    (home / "models").symlink_to(models_dir)
+    server = start_live_server(home, env={"OPENFT_WEBHOOK_ALLOW_PRIVATE_ADDRESSES": "true"})
+    yield server
+    stop_live_server(server)
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,17 @@ ASSETS = Path(__file__).parents[1] / "assets"
 
 
 @pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The receiver listens on 127.0.0.1, which only this setting lets an endpoint name."""
+    return settings.model_copy(update={"webhook_allow_private_addresses": True})
+
+
+def _dispatcher(settings: Settings, **kwargs: Any) -> WebhookDispatcher:
+    store = open_store(settings.sqlalchemy_url)
+    return WebhookDispatcher(store, allow_private_addresses=settings.webhook_allow_private_addresses, **kwargs)
+
+
+@pytest.fixture
 def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
@@ -62,7 +73,7 @@ def test_bad_endpoints_are_400s(client: OpenAI, body: dict[str, Any], param: str
 def test_cancelled_job_is_delivered_signed(client: OpenAI, settings: Settings, receiver: Receiver) -> None:
     endpoint = client.post("/organization/webhooks", body={"url": receiver.url}, cast_to=object)
     job_id = _cancelled_job(client)
-    sent = WebhookDispatcher(open_store(settings.sqlalchemy_url)).deliver_due()
+    sent = _dispatcher(settings).deliver_due()
     assert sent == 1 and len(receiver.received) == 1
     headers, body = receiver.received[0]
 
@@ -85,7 +96,7 @@ def test_failed_attempts_are_retried_with_backoff(client: OpenAI, settings: Sett
     endpoint = client.post("/organization/webhooks", body={"url": receiver.url}, cast_to=object)
     _cancelled_job(client)
     receiver.statuses = [500, 503]
-    dispatcher = WebhookDispatcher(open_store(settings.sqlalchemy_url), backoff_base=30.0)
+    dispatcher = _dispatcher(settings, backoff_base=30.0)
     path = f"/organization/webhooks/{endpoint['id']}/deliveries"
 
     started = time.time()

@@ -1,7 +1,8 @@
 """/v1/organization/webhooks: the caller's organization's webhook endpoints and their deliveries.
 
 openft-specific (OpenAI configures webhooks in its dashboard). Creating an endpoint returns its
-signing secret (``whsec_…``) once; listings never show it again.
+signing secret (``whsec_…``) once; listings never show it again. A URL the egress policy refuses
+(``jobs/egress.py``: a private, loopback or metadata address, or a malformed URL) is a 400 on ``url``.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from openft.api.deps import PrincipalDep, StoreDep
+from openft.api.deps import PrincipalDep, SettingsDep, StoreDep
 from openft.errors import InvalidRequest
-from openft.jobs import webhooks
+from openft.jobs import egress, webhooks
 from openft.store.webhooks import WebhookEndpointRow, WebhookStore
 
 router = APIRouter(prefix="/v1/organization/webhooks", tags=["webhooks"])
@@ -40,15 +41,17 @@ def endpoint_to_wire(row: WebhookEndpointRow, *, with_secret: bool = False) -> d
 
 
 @router.post("")
-def create_endpoint(principal: PrincipalDep, store: StoreDep, params: WebhookEndpointCreateParams) -> dict[str, Any]:
-    if not params.url.startswith(("http://", "https://")):
-        raise InvalidRequest("url must be an http:// or https:// URL.", param="url")
+def create_endpoint(
+    principal: PrincipalDep, settings: SettingsDep, store: StoreDep, params: WebhookEndpointCreateParams
+) -> dict[str, Any]:
     known = set(webhooks.EVENT_TYPES.values())
     unknown = [e for e in params.events or [] if e not in known]
     if unknown:
         raise InvalidRequest(
             f"Unknown event type '{unknown[0]}'; expected one of {', '.join(sorted(known))}.", param="events"
         )
+    # Last, as it resolves the host; every delivery checks again (what a name resolves to can change).
+    egress.EgressPolicy(allow_private_addresses=settings.webhook_allow_private_addresses).check(params.url)
     row = webhooks.new_endpoint(principal.organization_id, params.url, params.events)
     WebhookStore(store.engine).add_endpoint(row)
     return endpoint_to_wire(row, with_secret=True)

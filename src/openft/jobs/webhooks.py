@@ -17,6 +17,7 @@ import hmac
 import json
 import logging
 import secrets
+import ssl
 import threading
 import time
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import httpx
 
 from openft import ids
+from openft.jobs import egress
 from openft.jobs import status as st
 from openft.store import Store
 from openft.store.webhooks import (
@@ -31,6 +33,7 @@ from openft.store.webhooks import (
     FAILED,
     PENDING,
     WebhookDeliveryRow,
+    WebhookEndpointNotFound,
     WebhookEndpointRow,
     WebhookStore,
 )
@@ -48,6 +51,7 @@ BACKOFF_BASE_SECONDS = 5.0
 BACKOFF_MAX_SECONDS = 3600.0
 SEND_TIMEOUT_SECONDS = 10.0
 LEASE_SECONDS = 60.0
+MAX_ERROR_CHARS = 1000
 
 
 def new_secret() -> str:
@@ -130,7 +134,13 @@ def job_finished(store: Store, job_id: str, status: str) -> None:
 
 
 class WebhookDispatcher:
-    """Sends due deliveries; ``run`` loops until stopped (a worker runs it in its own thread)."""
+    """Sends due deliveries; ``run`` loops until stopped (a worker runs it in its own thread).
+
+    Each attempt checks the endpoint's URL with the egress policy after resolving its host, and sends to
+    an address that was checked. Whatever goes wrong with one delivery (a malformed or refused URL, DNS,
+    TLS, a timeout, anything raised) is recorded on that delivery and retried on its schedule; the other
+    deliveries go on.
+    """
 
     def __init__(
         self,
@@ -139,12 +149,30 @@ class WebhookDispatcher:
         poll_seconds: float = 1.0,
         backoff_base: float = BACKOFF_BASE_SECONDS,
         max_attempts: int = MAX_ATTEMPTS,
+        allow_private_addresses: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
     ):
+        """``allow_private_addresses``: the ``webhook_allow_private_addresses`` setting. ``ssl_context``:
+        the certificates https endpoints are verified against; default certifi's, or ``SSL_CERT_FILE``."""
         self.webhooks = WebhookStore(store.engine)
         self.poll_seconds = poll_seconds
         self.backoff_base = backoff_base
         self.max_attempts = max_attempts
-        self._http = httpx.Client(timeout=SEND_TIMEOUT_SECONDS, follow_redirects=False)
+        self.egress = egress.EgressPolicy(allow_private_addresses=allow_private_addresses)
+        if allow_private_addresses:
+            log.warning(
+                "OPENFT_WEBHOOK_ALLOW_PRIVATE_ADDRESSES is on: webhooks may be sent to loopback, private and "
+                "link-local addresses, so any organization's endpoint can reach this host's network"
+            )
+        # No redirects (a 3xx could point anywhere), no proxy from the environment (it would connect, not
+        # to the checked address) and no kept-alive connections (each one was verified for one name).
+        self._http = httpx.Client(
+            timeout=SEND_TIMEOUT_SECONDS,
+            follow_redirects=False,
+            trust_env=False,
+            verify=ssl_context or httpx.create_ssl_context(trust_env=True),
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -161,30 +189,40 @@ class WebhookDispatcher:
         """Attempt every due delivery once; returns how many were attempted."""
         due = self.webhooks.claim_due(time.time() if now is None else now, LEASE_SECONDS)
         for delivery in due:
-            self._attempt(delivery)
+            try:
+                self._attempt(delivery)
+            except Exception:  # not even recorded (the database): its lease runs out and it is tried again
+                log.exception("webhook delivery %s: attempt not recorded", delivery.id)
         return len(due)
 
     def _attempt(self, delivery: WebhookDeliveryRow) -> None:
         attempts = delivery.attempts + 1
-        code: int | None = None
-        error: str | None = None
         try:
             endpoint = self.webhooks.get_endpoint(delivery.endpoint_id)
-        except Exception:
+        except WebhookEndpointNotFound:
             self._record(delivery, FAILED, attempts, None, "The endpoint was deleted.")
             return
-        try:
-            headers = signed_headers(endpoint.secret, delivery.event_id, delivery.payload)
-            response = self._http.post(endpoint.url, content=delivery.payload.encode(), headers=headers)
-            code = response.status_code
-            if 200 <= code < 300:
-                self._record(delivery, DELIVERED, attempts, code, None)
-                return
-            error = f"HTTP {code}"
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"
+        code, error = self._send(endpoint, delivery)
+        if error is None:
+            self._record(delivery, DELIVERED, attempts, code, None)
+            return
         final = attempts >= self.max_attempts
-        self._record(delivery, FAILED if final else PENDING, attempts, code, error)
+        self._record(delivery, FAILED if final else PENDING, attempts, code, error[:MAX_ERROR_CHARS])
+
+    def _send(self, endpoint: WebhookEndpointRow, delivery: WebhookDeliveryRow) -> tuple[int | None, str | None]:
+        """One signed POST of ``delivery``: the answer's status code, and what went wrong (None: a 2xx)."""
+        try:
+            destination = self.egress.check(endpoint.url)
+            headers = signed_headers(endpoint.secret, delivery.event_id, delivery.payload)
+            code = egress.post(self._http, destination, content=delivery.payload.encode(), headers=headers)
+        except egress.EgressRefused as exc:
+            return None, exc.message
+        except httpx.HTTPError as exc:
+            return None, f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # whatever else one endpoint causes stays with its delivery
+            log.exception("webhook delivery %s to %s failed", delivery.id, endpoint.id)
+            return None, f"{type(exc).__name__}: {exc}"
+        return code, None if 200 <= code < 300 else f"HTTP {code}"
 
     def _record(self, d: WebhookDeliveryRow, status: str, attempts: int, code: int | None, error: str | None) -> None:
         next_at = time.time() + backoff_seconds(attempts, self.backoff_base) if status == PENDING else 0.0

@@ -61,9 +61,10 @@ class Worker:
         """Work until ``stop`` is set; a job still training then goes back to the queue."""
         log.info("worker %s started", self.worker_id)
         # Webhook deliveries go out from their own thread, so a slow endpoint never delays training.
-        threading.Thread(
-            target=webhooks.WebhookDispatcher(self.store).run, args=(stop,), name="openft-webhooks", daemon=True
-        ).start()
+        dispatcher = webhooks.WebhookDispatcher(
+            self.store, allow_private_addresses=self.settings.webhook_allow_private_addresses
+        )
+        threading.Thread(target=dispatcher.run, args=(stop,), name="openft-webhooks", daemon=True).start()
         while not stop.is_set():
             try:
                 busy = self.tick()
