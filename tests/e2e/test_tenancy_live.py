@@ -87,7 +87,11 @@ def test_two_organizations_and_a_shared_checkpoint(live_server: LiveServer) -> N
             call()
     assert isinstance(_chat(acme, ckpt), str)
 
-    grant = acme.fine_tuning.checkpoints.permissions.create(ckpt, project_ids=["proj_globex"]).data[0]
+    with_own_project = acme.fine_tuning.checkpoints.permissions.create(ckpt, project_ids=["proj_globex"])
+    with pytest.raises(openai.NotFoundError):  # a bare id is a project of acme's own organization
+        _chat(globex, ckpt)
+    acme.fine_tuning.checkpoints.permissions.delete(with_own_project.data[0].id, fine_tuned_model_checkpoint=ckpt)
+    grant = acme.fine_tuning.checkpoints.permissions.create(ckpt, project_ids=["org-globex/proj_globex"]).data[0]
     assert isinstance(_chat(globex, ckpt), str)  # usable there now
     assert ckpt in {m.id for m in globex.models.list()}
     with pytest.raises(openai.NotFoundError):  # only that checkpoint was shared

@@ -138,14 +138,15 @@ def test_checkpoint_permission_round_trip(app: FastAPI, acme: OpenAI, globex: Op
 
     with pytest.raises(openai.NotFoundError):  # only the owner manages permissions
         globex.fine_tuning.checkpoints.permissions.create(ckpt, project_ids=["proj_globex"])
-    created = permissions.create(ckpt, project_ids=["proj_globex", "proj_other"])
-    assert [p.project_id for p in created.data] == ["proj_globex", "proj_other"]
+    globex_project = "org-globex/proj_globex"  # another organization's project is named with it
+    created = permissions.create(ckpt, project_ids=[globex_project, "proj_other"])
+    assert [p.project_id for p in created.data] == [globex_project, "proj_other"]
     assert all(p.id.startswith("cp_") and p.object == "checkpoint.permission" for p in created.data)
     listed = permissions.list(ckpt)
-    assert [p.project_id for p in listed.data] == ["proj_other", "proj_globex"] and not listed.has_more
-    assert [p.project_id for p in permissions.list(ckpt, project_id="proj_globex").data] == ["proj_globex"]
-    assert [p.project_id for p in permissions.list(ckpt, order="ascending", limit=1).data] == ["proj_globex"]
-    assert [p.project_id for p in permissions.list(ckpt, order="ascending", limit=1)] == ["proj_globex", "proj_other"]
+    assert [p.project_id for p in listed.data] == ["proj_other", globex_project] and not listed.has_more
+    assert [p.project_id for p in permissions.list(ckpt, project_id=globex_project).data] == [globex_project]
+    assert [p.project_id for p in permissions.list(ckpt, order="ascending", limit=1).data] == [globex_project]
+    assert [p.project_id for p in permissions.list(ckpt, order="ascending", limit=1)] == [globex_project, "proj_other"]
 
     shared = globex.models.retrieve(ckpt)
     assert shared.id == ckpt and shared.owned_by == "org-acme"
@@ -156,7 +157,7 @@ def test_checkpoint_permission_round_trip(app: FastAPI, acme: OpenAI, globex: Op
     with pytest.raises(openai.NotFoundError):  # a shared model is used, not owned
         globex.models.delete(ckpt)
 
-    grant = next(p for p in created.data if p.project_id == "proj_globex")
+    grant = next(p for p in created.data if p.project_id == globex_project)
     deleted = permissions.delete(grant.id, fine_tuned_model_checkpoint=ckpt)
     assert deleted.deleted and deleted.id == grant.id and deleted.object == "checkpoint.permission"
     with pytest.raises(openai.NotFoundError):

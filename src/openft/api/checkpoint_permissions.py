@@ -1,4 +1,8 @@
-"""/v1/fine_tuning/checkpoints/{fine_tuned_model_checkpoint}/permissions: share a model with other projects."""
+"""/v1/fine_tuning/checkpoints/{fine_tuned_model_checkpoint}/permissions: share a model with other projects.
+
+A project is named ``project_id`` (the caller's organization) or ``organization_id/project_id``
+(see ``serving/permissions.py``).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from fastapi import APIRouter, Query
 
 from openft.api.deps import PermissionsDep, PrincipalDep
 from openft.api.openapi import errors
+from openft.serving.permissions import grantee_name
 from openft.store.permissions import PermissionRow
 from openft.types.fine_tuning.checkpoint_permission import (
     FineTuningCheckpointPermission,
@@ -19,8 +24,13 @@ from openft.types.shared import CursorPage, page_of
 router = APIRouter(prefix="/v1/fine_tuning/checkpoints", tags=["fine-tuning"])
 
 
-def permission_to_wire(row: PermissionRow) -> FineTuningCheckpointPermission:
-    return FineTuningCheckpointPermission(id=row.id, created_at=row.created_at, project_id=row.project_id)
+def permission_to_wire(row: PermissionRow, owner_organization: str) -> FineTuningCheckpointPermission:
+    return FineTuningCheckpointPermission(
+        id=row.id,
+        created_at=row.created_at,
+        project_id=grantee_name(row, owner_organization),
+        organization_id=row.organization_id,
+    )
 
 
 @router.post(
@@ -35,7 +45,7 @@ def create_permission(
     params: PermissionCreateParams,
 ) -> CursorPage[FineTuningCheckpointPermission]:
     rows = permissions.create(principal, fine_tuned_model_checkpoint, params.project_ids)
-    return page_of([permission_to_wire(r) for r in rows], False)
+    return page_of([permission_to_wire(r, principal.organization_id) for r in rows], False)
 
 
 @router.get(
@@ -55,7 +65,7 @@ def list_permissions(
     rows, has_more = permissions.list(
         principal, fine_tuned_model_checkpoint, project_id=project_id, after=after, limit=limit, order=order
     )
-    return page_of([permission_to_wire(r) for r in rows], has_more)
+    return page_of([permission_to_wire(r, principal.organization_id) for r in rows], has_more)
 
 
 @router.delete(

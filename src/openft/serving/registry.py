@@ -51,10 +51,12 @@ class ModelRegistry:
         self.permissions = PermissionStore(store)
 
     def may_use(self, principal: Principal, owner: str, model_id: str) -> bool:
-        """The owner's organization uses its models; another project only through a checkpoint permission."""
+        """The owner's organization uses its models; another organization's project only through a checkpoint
+        permission naming that project of that organization."""
         if owner == principal.organization_id:
             return True
-        return principal.project_id is not None and self.permissions.allows(model_id, principal.project_id)
+        project = principal.project_id
+        return project is not None and self.permissions.allows(model_id, principal.organization_id, project)
 
     def resolve(self, principal: Principal, model_id: str) -> ServedModel:
         """The base and adapter behind ``model_id``.
@@ -115,30 +117,22 @@ class ModelRegistry:
         """Other organizations' models shared with the caller's project (still existing ones)."""
         assert principal.project_id is not None
         entries: list[ModelEntry] = []
-        for grant in self.permissions.shared_with(principal.project_id):
-            if grant.organization_id == principal.organization_id:
-                continue
+        own = principal.organization_id
+        for grant in self.permissions.shared_with(own, principal.project_id):
             model = grant.fine_tuned_model_checkpoint
             job = self.store.find_job_by_model(model)
             if job is not None:
-                entries.append(
-                    ModelEntry(
-                        id=model,
-                        created=job.finished_at or job.created_at,
-                        owned_by=grant.organization_id,
-                        parent=job.model,
+                if job.organization_id != own:  # the organization's own models are listed already
+                    created = job.finished_at or job.created_at
+                    entries.append(
+                        ModelEntry(id=model, created=created, owned_by=job.organization_id, parent=job.model)
                     )
-                )
                 continue
             ckpt = self.store.get_checkpoint_by_model(model)
-            if ckpt is not None and not self.store.get_job(ckpt.job_id).model_deleted:
+            if ckpt is not None and ckpt.organization_id != own and not self.store.get_job(ckpt.job_id).model_deleted:
+                parent = model.rsplit(":", 1)[0]
                 entries.append(
-                    ModelEntry(
-                        id=model,
-                        created=ckpt.created_at,
-                        owned_by=grant.organization_id,
-                        parent=model.rsplit(":", 1)[0],
-                    )
+                    ModelEntry(id=model, created=ckpt.created_at, owned_by=ckpt.organization_id, parent=parent)
                 )
         return entries
 
