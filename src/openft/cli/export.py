@@ -1,4 +1,5 @@
-"""``openft models export``: write a fine-tuned model for vLLM (``peft``) or transformers (``merged``)."""
+"""``openft models export``: write a fine-tuned model for vLLM (``peft``), transformers (``merged``) or
+llama.cpp / Ollama / LM Studio (``gguf``)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,13 @@ VLLM_DEFAULT_MAX_LORA_RANK = 16
 class Format(StrEnum):
     peft = "peft"
     merged = "merged"
+    gguf = "gguf"
+
+
+class Quantization(StrEnum):
+    f16 = "f16"
+    bf16 = "bf16"
+    q8_0 = "q8_0"
 
 
 def vllm_command(base_model: str, name: str, directory: Path) -> str:
@@ -30,17 +38,37 @@ def vllm_command(base_model: str, name: str, directory: Path) -> str:
     return shlex.join(parts)
 
 
+def gguf_commands(model: str, gguf_file: Path) -> list[str]:
+    """The command lines that chat with ``gguf_file`` in llama.cpp and create an Ollama model from it."""
+    from openft.serving.export import model_slug
+
+    modelfile = f"FROM {gguf_file}"
+    return [
+        shlex.join(["llama-cli", "-m", str(gguf_file), "-cnv"]),
+        f"printf '%s\\n' {shlex.quote(modelfile)} > Modelfile && "
+        + shlex.join(["ollama", "create", model_slug(model), "-f", "Modelfile"]),
+    ]
+
+
 def export(
     model: Annotated[str, typer.Argument(help="A fine-tuned model (ft:...) or one of its checkpoints.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write (must be empty or new).")],
     format: Annotated[
-        Format, typer.Option("--format", "-f", help="peft: LoRA adapter (vLLM --lora-modules); merged: full weights.")
+        Format,
+        typer.Option(
+            "--format",
+            "-f",
+            help="peft: LoRA adapter (vLLM --lora-modules); merged: full weights; gguf: one GGUF file (llama.cpp).",
+        ),
     ] = Format.peft,
+    quantization: Annotated[
+        Quantization | None, typer.Option("--quantization", "-q", help="GGUF weights: f16 (default), bf16 or q8_0.")
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a previous export in OUTPUT.")] = False,
 ) -> None:
-    """Export MODEL for vLLM or transformers."""
+    """Export MODEL for vLLM, transformers, or llama.cpp / Ollama / LM Studio."""
     from openft.errors import OpenFTError
-    from openft.serving.export import export_model
+    from openft.serving.export import MARKER, export_model
     from openft.serving.registry import ModelRegistry
     from openft.settings import Settings
     from openft.store import open_store
@@ -51,7 +79,14 @@ def export(
     store = open_store(settings.sqlalchemy_url)
     try:
         served = ModelRegistry(settings, store).resolve(Principal(settings.organization_id), model)
-        path = export_model(served, settings.models_dir, output, fmt=format.value, overwrite=overwrite)
+        path = export_model(
+            served,
+            settings.models_dir,
+            output,
+            fmt=format.value,
+            overwrite=overwrite,
+            quantization=quantization.value if quantization else None,
+        )
     except OpenFTError as exc:
         console.print(f"[red]{exc.message}[/]")
         raise typer.Exit(1) from exc
@@ -59,6 +94,11 @@ def export(
     if format is Format.peft:
         console.print("serve it with vLLM:")
         print(vllm_command(served.base.id, model, path))
+    elif format is Format.gguf:
+        gguf_file = path / json.loads((path / MARKER).read_text())["file"]
+        console.print("chat with it in llama.cpp, or create an Ollama model from it (a one-line Modelfile):")
+        for line in gguf_commands(model, gguf_file):
+            print(line)
     else:
         console.print("load it with transformers: AutoModelForCausalLM.from_pretrained(...), or `vllm serve` it")
         print(path)

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import gguf
 import pytest
 import torch
 import typer
@@ -144,13 +145,8 @@ def test_non_empty_output_is_refused_and_overwrite_replaces_only_a_previous_expo
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary directories left
 
 
-def test_cli_exports_and_prints_the_vllm_command(
-    served: ServedModel,
-    models_dir: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    home = tmp_path / "home"
+def _cli_with_a_job(served: ServedModel, models_dir: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
+    """``openft models`` on ``home``, where a real store holds a succeeded job with ``served``'s adapter."""
     home.mkdir()
     (home / "models").symlink_to(models_dir)
     monkeypatch.setenv("OPENFT_HOME", str(home))
@@ -179,12 +175,47 @@ def test_cli_exports_and_prints_the_vllm_command(
     models_app = typer.Typer()
     export_cli.register(models_app)
     app.add_typer(models_app, name="models")
+    return app
+
+
+def test_cli_exports_and_prints_the_vllm_command(
+    served: ServedModel,
+    models_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = _cli_with_a_job(served, models_dir, tmp_path / "home", monkeypatch)
 
     result = CliRunner().invoke(app, ["models", "export", FT_ID, "--output", str(tmp_path / "out")])
 
     assert result.exit_code == 0, result.output
     assert f"vllm serve {TINY_CHAT} --enable-lora --lora-modules {FT_ID}={tmp_path / 'out'}\n" in result.output
     assert (tmp_path / "out" / "adapter_config.json").exists()
+
+
+def test_cli_exports_gguf_and_prints_the_llama_cpp_and_ollama_commands(
+    served: ServedModel,
+    models_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = _cli_with_a_job(served, models_dir, tmp_path / "home", monkeypatch)
+    out = tmp_path / "my export"  # a space, so the printed lines must quote the path
+
+    result = CliRunner().invoke(app, ["models", "export", FT_ID, "-o", str(out), "-f", "gguf", "-q", "q8_0"])
+
+    assert result.exit_code == 0, result.output
+    gguf_file = out / "openft-tiny-chat-personal-abcdefgh-q8_0.gguf"
+    assert sorted(p.name for p in out.iterdir()) == sorted([gguf_file.name, MARKER])
+    assert f"llama-cli -m '{gguf_file}' -cnv\n" in result.output
+    modelfile = f"printf '%s\\n' 'FROM {gguf_file}' > Modelfile"
+    assert f"{modelfile} && ollama create openft-tiny-chat-personal-abcdefgh -f Modelfile\n" in result.output
+    assert gguf.GGUFReader(gguf_file).get_field("general.architecture").contents() == "llama"
+    assert json.loads((out / MARKER).read_text())["quantization"] == "q8_0"
+
+    refused = CliRunner().invoke(app, ["models", "export", FT_ID, "-o", str(tmp_path / "x"), "-q", "bf16"])
+    assert refused.exit_code == 1
+    assert "A quantization applies to the gguf format only." in refused.output
 
 
 def test_cli_reports_a_refused_export(tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
