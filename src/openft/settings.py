@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     python_grader_timeout_seconds: float = 30.0
     """Wall-clock and CPU limit of one python grader run (``/v1/fine_tuning/alpha/graders/run``)."""
 
+    allow_unconfined_python_graders: bool = False
+    """Run python graders even where they cannot be confined (no bubblewrap, no user namespaces), with
+    rlimits, Landlock and seccomp only: a grader can then read what the server's user can read. Off:
+    they are refused with a 400. ``openft serve`` and ``openft worker`` log a warning when this applies."""
+
     webhook_allow_private_addresses: bool = False
     """Let webhook endpoints name loopback, private, link-local and other non-public addresses (a
     receiver on the same host or network); a worker logs a warning when this is on. Cloud metadata

@@ -28,6 +28,13 @@ def _logging() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+def _log_python_graders(settings: Settings) -> None:
+    """Say at start how python graders run here (confined, refused, or unconfined by the operator's choice)."""
+    from openft.graders.confinement import log_confinement
+
+    log_confinement(logging.getLogger("openft.graders"), allow_unconfined=settings.allow_unconfined_python_graders)
+
+
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
@@ -45,6 +52,7 @@ def serve(
     """Run the API (and, by default, a worker) until interrupted."""
     _logging()
     settings = Settings(host=host, port=port)
+    _log_python_graders(settings)
     if workers == 1:
         _serve_in_this_process(settings, worker=worker, insecure=insecure)
     else:
@@ -112,6 +120,7 @@ def run_worker() -> None:
     _logging()
     settings = Settings()
     settings.ensure_dirs()
+    _log_python_graders(settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

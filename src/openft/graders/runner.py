@@ -14,6 +14,7 @@ from typing import Any
 
 from openft.errors import OpenFTError
 from openft.graders import formula, judge
+from openft.graders.confinement import probe
 from openft.graders.sandbox import SandboxLimits, run_python_grader
 from openft.graders.similarity import METRICS
 from openft.graders.spec import sub_graders
@@ -52,6 +53,9 @@ class GraderContext:
     hide: Sequence[str] = ()
     """Directories python graders must not see (the server's data and database directories)."""
     limits: SandboxLimits = field(default_factory=SandboxLimits)
+    allow_unconfined: bool = False
+    """Run python graders without the sandbox's namespaces when they cannot be confined (the operator's
+    ``allow_unconfined_python_graders``); otherwise they fail with a sandbox error and never run."""
 
 
 @dataclass
@@ -148,7 +152,16 @@ def _text_similarity(
 def _python(
     grader: dict[str, Any], sample: dict[str, Any], item: dict[str, Any], context: GraderContext, result: GradeResult
 ) -> None:
-    outcome = run_python_grader(grader["source"], sample, item, hide=context.hide, limits=context.limits)
+    confinement = probe()
+    if not confinement.available and not context.allow_unconfined:
+        result.errors["python_grader_server_error"] = True
+        result.errors["python_grader_server_error_type"] = "sandbox_error"
+        details = f"python graders cannot be confined here: {confinement.reason}"
+        result.errors["python_grader_runtime_error_details"] = details
+        return
+    outcome = run_python_grader(
+        grader["source"], sample, item, confined=confinement.available, hide=context.hide, limits=context.limits
+    )
     result.scores["sandbox"] = outcome.sandbox
     if outcome.reward is not None:
         result.reward = outcome.reward

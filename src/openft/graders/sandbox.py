@@ -1,11 +1,12 @@
 """Run a python grader's ``grade(sample, item)`` in a confined child process.
 
 Each call starts ``python -I -S sandbox_child.py`` (isolated mode: no site-packages, no user
-environment), sends it one JSON request and waits at most ``limits.wall_seconds``. What the child
-does to confine itself is described in ``sandbox_child.py``; as root that is new network and mount
-namespaces, hidden server directories, the ``nobody`` user and rlimits; otherwise rlimits and a
-clean environment only. Whatever happens (a hang, a crash, a kill, garbage on stdout) the caller
-gets a ``SandboxResult``, never an exception and never a wait longer than the wall-clock limit.
+environment) inside bubblewrap (``bubblewrap.py``: its own namespaces and a minimal root), sends it
+one JSON request and waits at most ``limits.wall_seconds``; the child adds an unprivileged user,
+rlimits, Landlock and seccomp (``sandbox_child.py``). Only with ``confined=False`` (an operator's
+explicit opt-out, see ``confinement.py``) is the child started directly, with its own steps only.
+Whatever happens (a hang, a crash, a kill, garbage on stdout, no bubblewrap) the caller gets a
+``SandboxResult``, never an exception and never a wait longer than the wall-clock limit.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-CHILD = Path(__file__).with_name("sandbox_child.py")
-SHARED_TEMP_DIRS = ("/var/tmp", "/dev/shm")
-SYSTEM_DIRS = ("/etc",)
-"""Hidden too: a grader needs no system configuration, and /etc/passwd and friends are nobody's business."""
+from openft.graders import bubblewrap
+
+HERE = Path(__file__).parent
+CHILD_FILES = (HERE / "sandbox_child.py", HERE / "sandbox_landlock.py", HERE / "sandbox_seccomp.py")
+"""The child script, then the modules it loads from its own directory."""
 
 
 @dataclass(frozen=True)
@@ -51,11 +53,24 @@ class SandboxResult:
     ``timeout`` or ``server`` (the sandbox itself failed)."""
     details: str | None = None
     sandbox: list[str] = field(default_factory=list)
-    """The confinement steps that were applied (``network``, ``hidden_paths``, ``unprivileged_user``, ``rlimits``)."""
+    """The confinement steps that were applied: ``user_namespace``, ``pid_namespace``,
+    ``network_namespace``, ``ipc_namespace``, ``uts_namespace``, ``minimal_root`` (bubblewrap), then
+    ``unprivileged_user``, ``rlimits``, ``landlock``, ``seccomp`` (the child)."""
     seconds: float = 0.0
 
 
-def _unprivileged_ids() -> tuple[int, int]:
+@dataclass
+class _Launch:
+    argv: list[str]
+    workdir: str
+    """The child's working directory (its scratch space), as the child sees it."""
+    readable: list[str]
+    steps: list[str]
+    host_workdir: str | None = None
+    """A host directory to remove afterwards (unconfined runs only)."""
+
+
+def _nobody() -> tuple[int, int]:
     try:
         entry = pwd.getpwnam("nobody")
         return entry.pw_uid, entry.pw_gid
@@ -63,11 +78,30 @@ def _unprivileged_ids() -> tuple[int, int]:
         return 65534, 65534
 
 
+def _confined_launch(hide: Sequence[str], limits: SandboxLimits) -> _Launch:
+    bwrap = bubblewrap.find()
+    if bwrap is None:
+        raise FileNotFoundError("bubblewrap (bwrap) is not installed")
+    argv, steps = bubblewrap.command(bwrap, CHILD_FILES, hide, limits.disk_bytes, as_root=os.geteuid() == 0)
+    readable = [*bubblewrap.readable_roots(), bubblewrap.SANDBOX_DIR]
+    return _Launch(argv, bubblewrap.SCRATCH, readable, steps)
+
+
+def _unconfined_launch() -> _Launch:
+    workdir = tempfile.mkdtemp(prefix="openft-grader-")
+    if os.geteuid() == 0:
+        os.chown(workdir, *_nobody())
+    readable = [*bubblewrap.readable_roots(), str(HERE)]
+    argv = [sys.executable, "-I", "-S", str(CHILD_FILES[0])]
+    return _Launch(argv, workdir, readable, [], host_workdir=workdir)
+
+
 def run_python_grader(
     source: str,
     sample: dict[str, Any],
     item: dict[str, Any],
     *,
+    confined: bool = True,
     hide: Sequence[str | os.PathLike[str]] = (),
     limits: SandboxLimits | None = None,
 ) -> SandboxResult:
@@ -77,68 +111,66 @@ def run_python_grader(
         source: Python source defining ``grade``.
         sample: The ``sample`` namespace (see ``template.make_sample``).
         item: The dataset item.
+        confined: Run inside bubblewrap; False only when the operator accepted unconfined graders.
         hide: Directories the grader must not see (the server's data directory, the database's).
         limits: Time, memory and disk limits; defaults to ``SandboxLimits()``.
     """
     limits = limits or SandboxLimits()
     started = time.monotonic()
-    uid, gid = _unprivileged_ids()
-    workdir = tempfile.mkdtemp(prefix="openft-grader-")
-    # /tmp itself becomes the grader's own tmpfs (see sandbox_child.py); these are covered read-only.
-    hidden = [str(Path(p).resolve()) for p in hide if Path(p).is_dir()] + [*SHARED_TEMP_DIRS, *SYSTEM_DIRS]
-    request = {
-        "source": source,
-        "sample": sample,
-        "item": item,
-        "hide": hidden,
-        "workdir": workdir,
-        "uid": uid,
-        "gid": gid,
-        "limits": {
-            "cpu_seconds": limits.cpu_seconds,
-            "memory_bytes": limits.memory_bytes,
-            "disk_bytes": limits.disk_bytes,
-        },
-    }
     try:
-        if os.geteuid() == 0:
-            os.chown(workdir, uid, gid)
+        hidden = [str(Path(p).resolve()) for p in hide]
+        launch = _confined_launch(hidden, limits) if confined else _unconfined_launch()
+        request = {
+            "source": source,
+            "sample": sample,
+            "item": item,
+            "workdir": launch.workdir,
+            "readable": launch.readable,
+            "drop_to": list(_nobody()),
+            "limits": {k: getattr(limits, k) for k in ("cpu_seconds", "memory_bytes", "disk_bytes")},
+        }
         payload = json.dumps(request, default=str).encode()
     except (OSError, ValueError, TypeError) as exc:
-        shutil.rmtree(workdir, ignore_errors=True)
-        return SandboxResult(None, "server", f"cannot prepare the grader: {exc}")
+        return SandboxResult(None, "server", f"cannot prepare the grader's sandbox: {exc}")
+    try:
+        return _run(launch, payload, limits, started)
+    finally:
+        if launch.host_workdir:
+            shutil.rmtree(launch.host_workdir, ignore_errors=True)
+
+
+def _run(launch: _Launch, payload: bytes, limits: SandboxLimits, started: float) -> SandboxResult:
     # Output goes to unlinked temporary files, not pipes: the child's RLIMIT_FSIZE then caps what a
     # grader can make the server hold, however much it prints.
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
             process = subprocess.Popen(
-                [sys.executable, "-I", "-S", str(CHILD)],
+                launch.argv,
                 stdin=subprocess.PIPE,
                 stdout=out,
                 stderr=err,
                 env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-                cwd=workdir,
+                cwd=launch.host_workdir or "/",
                 start_new_session=True,
             )
         except OSError as exc:
-            shutil.rmtree(workdir, ignore_errors=True)
             return SandboxResult(None, "server", f"cannot start the grader: {exc}")
         try:
             process.communicate(payload, timeout=limits.wall_seconds)
         except subprocess.TimeoutExpired:
             _kill_group(process)
             process.wait()
-            shutil.rmtree(workdir, ignore_errors=True)
             return SandboxResult(
                 None,
                 "timeout",
                 f"The grader ran longer than {limits.wall_seconds:g} s and was stopped.",
-                seconds=time.monotonic() - started,
+                list(launch.steps),
+                time.monotonic() - started,
             )
         finally:
             _kill_group(process)
-        shutil.rmtree(workdir, ignore_errors=True)
-        return _parse_reply(process.returncode, _tail(out), _tail(err), time.monotonic() - started)
+        result = _parse_reply(process.returncode, _tail(out), _tail(err), time.monotonic() - started)
+    return SandboxResult(result.reward, result.error, result.details, launch.steps + result.sandbox, result.seconds)
 
 
 def _tail(f: IO[bytes], limit: int = 64 * 1024) -> bytes:
@@ -162,6 +194,11 @@ def _parse_reply(returncode: int, stdout: bytes, stderr: bytes, seconds: float) 
         reply = None
     if not isinstance(reply, dict):
         tail = stderr.decode(errors="replace")[-500:].strip()
+        if tail.startswith("bwrap:"):
+            # bubblewrap itself failed (no user namespaces, a refused mount): the grader never ran.
+            return SandboxResult(None, "server", f"the sandbox could not be set up: {tail}", seconds=seconds)
+        if returncode > 128 and returncode - 128 in signal.Signals._value2member_map_:
+            returncode = 128 - returncode  # bubblewrap passes a signal's death on as 128 + the signal
         if returncode < 0:
             name = signal.Signals(-returncode).name if -returncode in signal.Signals._value2member_map_ else returncode
             why = f"The grader was killed by {name}"

@@ -1,26 +1,24 @@
 """The child side of the python-grader sandbox; run as ``python -I -S sandbox_child.py``, never imported.
 
-It starts as the server's user, reads one JSON request on stdin, confines itself, then runs the
-grader's source. Confinement, in order (each step that needs root is skipped without it, and the
-reply says which were applied):
+Confined (the default), it starts inside bubblewrap (see ``bubblewrap.py``): its own user, PID,
+network, mount, IPC and UTS namespaces and a minimal read-only root with a small tmpfs at ``/tmp``.
+It reads one JSON request on stdin, then adds, in order (the reply says which were applied):
 
-1. new network and mount namespaces (``unshare``): no interface but a down loopback, no sockets to
-   the server, its database or the outside;
-2. the server's data directories and the shared temporary directories are covered by empty tmpfs
-   mounts; the working directory is a fresh, small tmpfs mounted over ``/tmp``;
-3. the process becomes an unprivileged user (``nobody``) with no supplementary groups;
-4. rlimits: CPU seconds, address space, file size, open files, no core dumps, and at most one
-   process for that user (a fork fails).
+1. the unprivileged user: when it is still root (a server run as root), it becomes ``nobody``;
+2. rlimits: CPU seconds, address space, file size, open files, no core dumps, at most one process;
+3. Landlock (``sandbox_landlock.py``): read only the interpreter and system libraries, write only the
+   scratch directory, no TCP, no signals or abstract sockets outside (where the kernel has it);
+4. seccomp (``sandbox_seccomp.py``): no sockets, programs, processes or kernel plumbing.
 
+Unconfined (an operator's explicit opt-out), it is started directly and applies the same four steps.
 The grader's ``print`` output goes to stderr; the reply is one JSON line on the original stdout.
-Common standard-library modules are imported before the privilege drop, because the interpreter's
-own directory may not be readable by the unprivileged user.
+Common standard-library modules are imported before any step, so a grader that uses them does not
+depend on what it may still read afterwards.
 """
 
 from __future__ import annotations
 
 import collections
-import ctypes
 import datetime
 import decimal
 import difflib
@@ -41,42 +39,29 @@ import sys
 import traceback
 import unicodedata
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# From this file's directory: the child has no site-packages.
+import sandbox_landlock
+import sandbox_seccomp
+
+del sys.path[0]
+
 PRELOADED = (collections, datetime, decimal, difflib, fractions, functools, itertools, math, random, re, statistics)
 PRELOADED += (encodings.idna, socket, string, unicodedata)
-
-CLONE_NEWNS = 0x00020000
-CLONE_NEWNET = 0x40000000
-MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 2, 4, 16384, 1 << 18
+DEVICES = (("/dev/null", 0b110), ("/dev/zero", 0b100), ("/dev/urandom", 0b100), ("/dev/random", 0b100))
+"""Device files a grader may use (READ_FILE is 0b100, WRITE_FILE 0b010)."""
 
 
 def confine(request: dict, reply: dict) -> None:
     limits = request["limits"]
     applied: list[str] = []
-    libc = ctypes.CDLL(None, use_errno=True)
+    os.chdir(request["workdir"])
     if os.geteuid() == 0:
-        if libc.unshare(CLONE_NEWNET | CLONE_NEWNS) == 0:
-            applied.append("network")
-            if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
-                raise OSError(ctypes.get_errno(), "cannot make mounts private")
-            for path in request["hide"]:
-                if (
-                    os.path.isdir(path)
-                    and libc.mount(b"tmpfs", path.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=64k,mode=0755") != 0
-                ):
-                    raise OSError(ctypes.get_errno(), f"cannot hide {path}")
-            applied.append("hidden_paths")
-            # The working directory: a fresh tmpfs over /tmp, owned by the grader, bounded in size.
-            options = f"size={limits['disk_bytes']},mode=0700,uid={request['uid']},gid={request['gid']}"
-            if libc.mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, options.encode()) != 0:
-                raise OSError(ctypes.get_errno(), "cannot mount the working directory")
-            request["workdir"] = "/tmp"
-        os.chdir(request["workdir"])
+        uid, gid = request["drop_to"]
         os.setgroups([])
-        os.setgid(request["gid"])
-        os.setuid(request["uid"])
+        os.setgid(gid)
+        os.setuid(uid)
         applied.append("unprivileged_user")
-    else:
-        os.chdir(request["workdir"])
     cpu = math.ceil(limits["cpu_seconds"])
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     resource.setrlimit(resource.RLIMIT_AS, (limits["memory_bytes"], limits["memory_bytes"]))
@@ -85,6 +70,10 @@ def confine(request: dict, reply: dict) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_NPROC, (1, 1))
     applied.append("rlimits")
+    if sandbox_landlock.restrict(request["readable"], [request["workdir"]], DEVICES):
+        applied.append("landlock")
+    if sandbox_seccomp.install():
+        applied.append("seccomp")
     os.environ.clear()
     os.environ.update({"HOME": request["workdir"], "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
     reply["sandbox"] = applied
@@ -103,7 +92,8 @@ def main() -> None:
         out.write(json.dumps(reply) + "\n")
         out.flush()
         return
-    del request["hide"], request["limits"]
+    for key in ("limits", "readable", "drop_to"):
+        request.pop(key, None)
     try:
         namespace: dict = {"__name__": "grader"}
         exec(compile(request["source"], "grader.py", "exec"), namespace)

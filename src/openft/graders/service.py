@@ -3,7 +3,8 @@
 Model graders judge with the server's own models (the registry and serving backend that answer
 ``/v1/chat/completions``), on behalf of the caller: an organization can judge only with the base
 models and its own fine-tuned models. Python graders run in the sandbox with the server's data
-directory and database directory hidden.
+directory and database directory hidden, and are refused where they cannot be confined
+(``confinement.py``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from openft.errors import InvalidRequest, NotFound
+from openft.graders.confinement import check_python_graders
 from openft.graders.embeddings import available_embedder
 from openft.graders.judge import ServingJudge
 from openft.graders.runner import GraderContext, run_grader
@@ -55,9 +57,11 @@ class GraderService:
         """The checked grader, as OpenAI echoes it.
 
         Raises:
-            InvalidRequest: the grader is malformed, or names a model this organization cannot use.
+            InvalidRequest: the grader is malformed, names a model this organization cannot use, or is
+                (or contains) a python grader this server cannot confine.
         """
         parsed = parse_grader(grader)
+        check_python_graders(parsed, param="grader", allow_unconfined=self.settings.allow_unconfined_python_graders)
         for model in judge_models(parsed):
             try:
                 self._resolve(principal, model)
@@ -81,5 +85,6 @@ class GraderService:
             embedder=available_embedder(),
             hide=private_dirs(self.settings),
             limits=self.limits,
+            allow_unconfined=self.settings.allow_unconfined_python_graders,
         )
         return run_grader(parsed, make_sample(model_sample), item or {}, context).response()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from openft.errors import InvalidRequest
+from openft.graders.confinement import check_python_graders
 from openft.graders.spec import parse_grader
 from openft.jobs.hyperparameters import REASONING_EFFORTS
 
@@ -22,11 +23,14 @@ def _number(hyper: dict[str, Any], name: str, *, integer: bool, low: float, high
         )
 
 
-def check_reinforcement_method(method: dict[str, Any], validation_file: str | None) -> None:
+def check_reinforcement_method(
+    method: dict[str, Any], validation_file: str | None, *, allow_unconfined_python: bool = False
+) -> None:
     """Check ``method`` (type ``reinforcement``) in place: its grader is replaced by the parsed one.
 
     Raises:
-        InvalidRequest: no validation file (RFT needs both files), no or an invalid grader, or a
+        InvalidRequest: no validation file (RFT needs both files), no or an invalid grader, a python
+            grader this server cannot confine (unless ``allow_unconfined_python``), or a
             hyperparameter out of OpenAI's range.
     """
     if not validation_file:
@@ -38,6 +42,9 @@ def check_reinforcement_method(method: dict[str, Any], validation_file: str | No
     if not section.get("grader"):
         raise InvalidRequest("Reinforcement fine-tuning needs a grader.", param="method.reinforcement.grader")
     section["grader"] = parse_grader(section["grader"], param="method.reinforcement.grader")
+    check_python_graders(
+        section["grader"], param="method.reinforcement.grader", allow_unconfined=allow_unconfined_python
+    )
     hyper = section.get("hyperparameters") or {}
     _number(hyper, "compute_multiplier", integer=False, low=1e-5, high=10)
     _number(hyper, "eval_interval", integer=True, low=1)

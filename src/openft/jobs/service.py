@@ -103,7 +103,8 @@ class JobService:
             raise InvalidRequest("suffix cannot contain NUL characters or unpaired surrogates.", param="suffix")
         method = _requested_method(params)
         if method["type"] == "reinforcement":
-            check_reinforcement_method(method, params.validation_file)
+            allow = self.files.settings.allow_unconfined_python_graders
+            check_reinforcement_method(method, params.validation_file, allow_unconfined_python=allow)
         self._check_training_file(principal, params.training_file, "training_file")
         if params.validation_file:
             self._check_training_file(principal, params.validation_file, "validation_file")

@@ -54,6 +54,7 @@ def reinforcement_options(job: JobRow, settings: Settings) -> dict[str, Any]:
         "grader": section.get("grader"),
         "private_dirs": private_dirs(settings),
         "python_grader_timeout_seconds": settings.python_grader_timeout_seconds,
+        "allow_unconfined_python_graders": settings.allow_unconfined_python_graders,
     }
     for name in ("eval_interval", "eval_samples", "compute_multiplier", "reasoning_effort"):
         if hyper.get(name) not in (None, "auto"):

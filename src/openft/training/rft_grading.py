@@ -13,11 +13,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from openft.errors import InvalidRequest
 from openft.graders import GraderContext, make_sample, run_grader
+from openft.graders.confinement import check_python_graders
 from openft.graders.embeddings import available_embedder
 from openft.graders.sandbox import SandboxLimits
 from openft.graders.spec import sub_graders
 from openft.training.chat_data import TrainingDataError
+from openft.training.failures import TrainingFailure
 from openft.training.rollouts import Completion, Prompt
 from openft.training.spec import TrainingSpec
 
@@ -31,6 +34,12 @@ class Grading:
         if spec.grader is None:
             raise TrainingDataError("A reinforcement job needs a grader (method.reinforcement.grader).", param="method")
         self.grader = spec.grader
+        allow_unconfined = spec.allow_unconfined_python_graders
+        try:
+            # The API refused such a job already; this holds if the machine changed since.
+            check_python_graders(spec.grader, param="method.reinforcement.grader", allow_unconfined=allow_unconfined)
+        except InvalidRequest as exc:
+            raise TrainingFailure(exc.message, param=exc.param) from None
         self.context = GraderContext(
             judge=_local_judge(models_dir, spec.threads) if _needs_judge(spec.grader) else None,
             embedder=available_embedder(),
@@ -38,6 +47,7 @@ class Grading:
             limits=SandboxLimits(
                 wall_seconds=spec.python_grader_timeout_seconds, cpu_seconds=spec.python_grader_timeout_seconds
             ),
+            allow_unconfined=allow_unconfined,
         )
         self.pool = ThreadPoolExecutor(GRADER_THREADS, thread_name_prefix="grader")
 

@@ -98,6 +98,9 @@ class TrainingSpec:
     python_grader_timeout_seconds: float = 30.0
     """Reinforcement: wall-clock and CPU limit of one python grader run."""
 
+    allow_unconfined_python_graders: bool = False
+    """Reinforcement: run python graders even where they cannot be confined (the server's setting)."""
+
     training_type: str = "lora"
     """``lora`` (adapters over a frozen base) or ``full`` (every weight; saves a whole model)."""
 

@@ -13,7 +13,6 @@ from openft.graders import GraderContext, SandboxLimits, make_sample, parse_grad
 from openft.graders.sandbox import run_python_grader
 
 LIMITS = SandboxLimits(wall_seconds=5, cpu_seconds=3, memory_bytes=512 * 1024 * 1024)
-ROOT = os.geteuid() == 0
 
 
 def run(source: str, hide: tuple[str, ...] = ()) -> object:
@@ -73,14 +72,14 @@ def test_exiting_without_a_result_is_an_error() -> None:
     assert result.errors["python_grader_runtime_error"] is True
 
 
-@pytest.mark.skipif(not ROOT, reason="the unprivileged user, namespaces and the process limit need root")
 def test_a_fork_bomb_cannot_fork() -> None:
     result = run("import os\ndef grade(sample, item):\n    while True:\n        os.fork()\n")
     assert result.reward == 0.0
-    assert "BlockingIOError" in result.errors["python_grader_runtime_error_details"]
+    # seccomp refuses the first fork (EPERM); RLIMIT_NPROC would too (EAGAIN).
+    details = result.errors["python_grader_runtime_error_details"]
+    assert "PermissionError" in details or "BlockingIOError" in details
 
 
-@pytest.mark.skipif(not ROOT, reason="network namespaces need root")
 def test_no_network_not_even_loopback() -> None:
     source = (
         "import socket\n"
@@ -90,12 +89,11 @@ def test_no_network_not_even_loopback() -> None:
     )
     result = run(source)
     assert result.reward == 0.0
-    # In its own network namespace even loopback is down: the server is unreachable.
-    assert "Network is unreachable" in result.errors["python_grader_runtime_error_details"]
-    assert "network" in result.scores["sandbox"]
+    # No socket can even be made (seccomp), and the network namespace around it has no way to the host.
+    assert "Operation not permitted" in result.errors["python_grader_runtime_error_details"]
+    assert {"network_namespace", "seccomp"} <= set(result.scores["sandbox"])
 
 
-@pytest.mark.skipif(not ROOT, reason="hiding directories needs root")
 def test_hidden_directories_are_empty_even_when_world_readable(tmp_path_factory: pytest.TempPathFactory) -> None:
     home = Path(tmp_path_factory.mktemp("server-home"))
     secret = home / "openft.db"
@@ -109,17 +107,15 @@ def test_hidden_directories_are_empty_even_when_world_readable(tmp_path_factory:
     result = run(source, hide=(str(home),))
     assert result.reward == 0.0
     assert "No such file" in result.errors["python_grader_runtime_error_details"]
-    assert "hidden_paths" in result.scores["sandbox"]
+    assert "minimal_root" in result.scores["sandbox"]
 
 
-@pytest.mark.skipif(not ROOT, reason="hiding directories needs root")
 def test_system_files_are_hidden() -> None:
     result = run("def grade(sample, item):\n    return float(len(open('/etc/passwd').read()))\n")
     assert result.reward == 0.0
     assert "No such file" in result.errors["python_grader_runtime_error_details"]
 
 
-@pytest.mark.skipif(not ROOT, reason="switching users needs root")
 def test_runs_as_an_unprivileged_user_with_a_clean_environment() -> None:
     os.environ["OPENFT_TEST_SECRET"] = "s3cret"
     try:
