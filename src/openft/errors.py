@@ -4,6 +4,7 @@
 
     OpenFTError                         500 server_error
     ├── InsufficientStorage             507 server_error / insufficient_storage (disk full)
+    ├── ServiceUnavailable              503 server_error / service_unavailable (a shared dependency is down)
     ├── InvalidRequest                  400 invalid_request_error
     │   ├── InvalidFileFormat           400 (upload is not JSONL; names the line)
     │   ├── InvalidJobState             400 (e.g. cancelling a finished job)
@@ -87,6 +88,13 @@ class InsufficientStorage(OpenFTError):
 
     http_status = 507
     default_code = "insufficient_storage"
+
+
+class ServiceUnavailable(OpenFTError):
+    """The server cannot check this request right now (a storage it depends on is unreachable). Retry later."""
+
+    http_status = 503
+    default_code = "service_unavailable"
 
 
 class AuthenticationFailed(OpenFTError):

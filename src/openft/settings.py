@@ -98,6 +98,13 @@ class Settings(BaseSettings):
     upload_expiry_seconds: int = 3600
     """An Upload not completed within this long expires; its parts are deleted."""
 
+    file_expires_after_min_seconds: int = Field(default=3600, ge=1)
+    """Smallest ``expires_after[seconds]`` a file (or an Upload's ``expires_after``) may ask for; OpenAI's
+    minimum is an hour. An expired file answers 404 at once; its bytes go at the next sweep."""
+
+    file_sweep_seconds: float = Field(default=60.0, gt=0)
+    """How often each API process deletes the rows and bytes of files past their ``expires_at``."""
+
     max_examples_per_file: int = 1_000_000
     """A training or validation file with more examples fails validation."""
 
@@ -109,6 +116,14 @@ class Settings(BaseSettings):
 
     requests_per_minute: int = 3000
     """Requests per minute per API key (more: 429 with ``Retry-After``); 0 turns the limit off."""
+
+    rate_limit_storage_url: str | None = None
+    """Where every API process of a deployment counts requests per key: unset, a table of the database;
+    or a ``limits`` storage URL such as ``redis://127.0.0.1:6379/0`` (``memory://`` counts per process)."""
+
+    rate_limit_fail_open: bool = False
+    """Let requests through, logging a warning, when the rate-limit storage cannot be reached; by default
+    such requests are refused with a 503 (the limit is not silently lifted)."""
 
     executor: Literal["local", "ray"] = "local"
     """Where a worker runs training: ``local`` (a child process) or ``ray`` (a Ray actor; ``RAY_ADDRESS``

@@ -39,8 +39,9 @@ def start_live_server(
     its output goes to ``home/server.log``. ``launcher`` is a command the server is run by (it ends by
     executing its arguments); ``env`` adds to the environment."""
     port = _free_port()
-    environment = {**os.environ, "OPENFT_HOME": str(home), "OPENFT_WORKER_POLL_SECONDS": "0.05", **(env or {})}
-    environment.pop("OPENFT_DATABASE_URL", None)
+    environment = {**os.environ, "OPENFT_HOME": str(home), "OPENFT_WORKER_POLL_SECONDS": "0.05"}
+    environment.pop("OPENFT_DATABASE_URL", None)  # the home's SQLite, unless ``env`` names a database
+    environment.update(env or {})
     with (home / "server.log").open("wb") as log:
         process = subprocess.Popen(
             [*launcher, sys.executable, "-m", "openft", "serve", "--port", str(port), *serve_args],

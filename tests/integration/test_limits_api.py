@@ -44,7 +44,7 @@ def test_requests_per_minute_per_key(limited: tuple[FastAPI, TestClient]) -> Non
         a.files.list()
     assert err.value.status_code == 429 and err.value.code == "rate_limit_exceeded" and err.value.type == "requests"
     retry_after = int(err.value.response.headers["retry-after"])
-    assert 1 <= retry_after <= 20  # 3 a minute: one comes back every 20 s
+    assert 55 <= retry_after <= 60  # 3 a minute: the minute-long window began with the first request
     assert f"Please try again in {retry_after}s" in err.value.message
     # Each key has its own budget.
     OpenAI(base_url="http://testserver/v1", api_key=key_b, http_client=http, max_retries=0).files.list()

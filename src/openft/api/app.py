@@ -17,9 +17,10 @@ from openft.api import graders as grader_routes
 from openft.api import webhooks as webhook_routes
 from openft.api.auth import AuthMiddleware
 from openft.api.errors import install_error_handlers
-from openft.api.limits import BodySizeLimit, RejectControlCharacters, body_limit_for
+from openft.api.limits import BodySizeLimit, RateLimiter, RejectControlCharacters, body_limit_for
 from openft.api.openapi import install_openapi
 from openft.api.reads import ReadThreads
+from openft.files.expiry import FileSweeper
 from openft.files.service import FileService
 from openft.files.uploads import UploadService
 from openft.jobs.service import JobService
@@ -73,6 +74,9 @@ def create_app(settings: Settings, *, embedded_worker: bool = True) -> FastAPI:
         gc.collect()
         gc.freeze()
         stop = threading.Event()
+        # Every API process sweeps expired files (files/expiry.py says why here and why that is safe).
+        sweeper = FileSweeper(settings, store)
+        threading.Thread(target=sweeper.run, args=(stop,), name="openft-file-sweep", daemon=True).start()
         thread = None
         if embedded_worker:
             from openft.jobs.worker import Worker
@@ -111,7 +115,8 @@ def create_app(settings: Settings, *, embedded_worker: bool = True) -> FastAPI:
     # The last added runs first: authenticate before reading any of the body.
     app.add_middleware(BodySizeLimit, limit_for=body_limit_for(settings))
     app.add_middleware(RejectControlCharacters)
-    app.add_middleware(AuthMiddleware, keys=app.state.keys, settings=settings)
+    limiter = RateLimiter.from_settings(settings, store.engine)
+    app.add_middleware(AuthMiddleware, keys=app.state.keys, settings=settings, limiter=limiter)
     install_openapi(app)
     app.include_router(dashboard.router)  # last: its pages live at the root
 

@@ -20,7 +20,7 @@ from fastapi import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from openft.api.limits import RateLimiter, send_error
-from openft.errors import AuthenticationFailed
+from openft.errors import AuthenticationFailed, OpenFTError
 from openft.settings import Settings
 from openft.store.keys import KeyStore, hash_key
 from openft.tenancy import Principal
@@ -91,11 +91,11 @@ class PrincipalCache:
 class AuthMiddleware:
     """Authenticates every ``/v1`` request (401 in OpenAI's envelope) and applies the per-key rate limit (429)."""
 
-    def __init__(self, app: ASGIApp, keys: KeyStore, settings: Settings):
+    def __init__(self, app: ASGIApp, keys: KeyStore, settings: Settings, limiter: RateLimiter):
         self.app = app
         self.keys = keys
         self.settings = settings
-        self.limiter = RateLimiter(settings.requests_per_minute)
+        self.limiter = limiter
         self.principals = PrincipalCache(keys)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -112,10 +112,16 @@ class AuthMiddleware:
                 await send_error(send, exc)
                 return
             self.principals.put(header, principal)
-        if principal.key_id is not None and (wait := self.limiter.hit(principal.key_id)) > 0:
-            error, headers = self.limiter.error(principal.key_id, wait)
-            await send_error(send, error, headers)
-            return
+        if principal.key_id is not None:
+            try:
+                wait = await self.limiter.check(principal.key_id)
+            except OpenFTError as exc:  # the limit could not be checked: refused, not waved through
+                await send_error(send, exc)
+                return
+            if wait > 0:
+                error, headers = self.limiter.error(principal.key_id, wait)
+                await send_error(send, error, headers)
+                return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
 

@@ -81,6 +81,6 @@ def delete_file(principal: PrincipalDep, files: FilesDep, file_id: str) -> FileD
     responses={200: {"description": "The file's bytes", "content": {"application/octet-stream": {}, "text/csv": {}}}},
 )
 def download_file(principal: PrincipalDep, files: FilesDep, file_id: str) -> FileResponse:
-    row = files.get(principal, file_id)
+    row, path = files.content(principal, file_id)
     media = "text/csv" if row.filename.endswith(".csv") else "application/octet-stream"
-    return FileResponse(files.local_path(row), media_type=media, filename=row.filename)
+    return FileResponse(path, media_type=media, filename=row.filename)

@@ -1,5 +1,6 @@
 """Limits applied before a request reaches its route: request size (413), requests per minute per key
-(429), and no control characters in paths (404) or query strings (400).
+(429, counted in a storage every API process shares), and no control characters in paths (404) or
+query strings (400).
 
 Both are pure ASGI so they act on the byte stream: a body over its limit is refused from its
 ``Content-Length`` before a byte is read, and a body that lies about its length (or is chunked) is cut
@@ -9,18 +10,34 @@ off as soon as the bytes received pass the limit.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote_to_bytes, urlparse
 
+import anyio.to_thread
+from limits import RateLimitItemPerMinute
+from limits.errors import ConfigurationError, StorageError
+from limits.storage import MemoryStorage, Storage, storage_from_string
+from limits.strategies import FixedWindowRateLimiter
+from sqlalchemy import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from openft.errors import InvalidRequest, NotFound, OpenFTError, RateLimitExceeded, RequestTooLarge
+from openft.errors import (
+    InvalidRequest,
+    NotFound,
+    OpenFTError,
+    RateLimitExceeded,
+    RequestTooLarge,
+    ServiceUnavailable,
+)
 from openft.settings import Settings
+from openft.store.rate_limits import DatabaseStorage
+
+log = logging.getLogger(__name__)
 
 MULTIPART_OVERHEAD = 1024 * 1024
 """Room for multipart boundaries and form fields around a file's bytes."""
@@ -115,27 +132,74 @@ class BodySizeLimit:
 
 
 class RateLimiter:
-    """A token bucket per API key: ``per_minute`` requests a minute, refilled continuously."""
+    """``per_minute`` requests per API key in each minute-long window, counted in a storage that every API
+    process of a deployment shares (see :func:`rate_limit_storage`).
 
-    def __init__(self, per_minute: int):
+    ``limits`` does the counting (a fixed window per key, starting at the key's first request), so the
+    limit holds for a key however many API processes and hosts its requests are spread over.
+    """
+
+    def __init__(self, per_minute: int, storage: Storage, *, fail_open: bool = False):
         self.per_minute = per_minute
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
+        self.item = RateLimitItemPerMinute(per_minute, namespace="openft") if per_minute > 0 else None
+        self.strategy = FixedWindowRateLimiter(storage)
+        self.fail_open = fail_open
+        # A window's count only grows until it resets: a key refused here stays refused until then,
+        # so its further requests are answered without a round trip to the storage.
+        self._refused_until: dict[str, float] = {}
+        self._blocking = not isinstance(storage, MemoryStorage)
 
-    def hit(self, key: str, now: float | None = None) -> float:
-        """Take one request from ``key``'s bucket; returns 0, or the seconds to wait when it is empty."""
-        if self.per_minute <= 0:
+    @classmethod
+    def from_settings(cls, settings: Settings, engine: Engine) -> RateLimiter:
+        return cls(
+            settings.requests_per_minute, rate_limit_storage(settings, engine), fail_open=settings.rate_limit_fail_open
+        )
+
+    def hit(self, key: str) -> float:
+        """Count one request of ``key``; returns 0, or the seconds until its window resets when it is over
+        the limit. Blocks on the storage (call :meth:`check` from the event loop).
+
+        Raises:
+            ServiceUnavailable: the storage cannot be reached (unless ``fail_open``).
+        """
+        if self.item is None:
             return 0.0
-        now = time.monotonic() if now is None else now
-        rate = self.per_minute / 60.0
-        with self._lock:
-            tokens, last = self._buckets.get(key, (float(self.per_minute), now))
-            tokens = min(float(self.per_minute), tokens + (now - last) * rate)
-            if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
+        if (wait := self._still_refused(key)) > 0:
+            return wait
+        try:
+            if self.strategy.hit(self.item, key):
                 return 0.0
-            self._buckets[key] = (tokens, now)
-            return (1.0 - tokens) / rate
+            reset = self.strategy.get_window_stats(self.item, key).reset_time
+        except StorageError as exc:
+            if self.fail_open:
+                log.warning("rate limit not applied: its storage failed (%s)", exc.storage_error)
+                return 0.0
+            raise ServiceUnavailable(
+                "The rate limit could not be checked: its storage is unreachable. Please try again shortly."
+            ) from exc
+        self._refused_until[key] = reset
+        return max(reset - time.time(), 0.001)
+
+    async def check(self, key: str) -> float:
+        """:meth:`hit`, in a worker thread when the storage is a database or Redis round trip."""
+        if self.item is None:
+            return 0.0
+        wait = self._still_refused(key)
+        if wait > 0:
+            return wait
+        if not self._blocking:
+            return self.hit(key)
+        return await anyio.to_thread.run_sync(self.hit, key)
+
+    def _still_refused(self, key: str) -> float:
+        until = self._refused_until.get(key)
+        if until is None:
+            return 0.0
+        wait = until - time.time()
+        if wait <= 0:
+            self._refused_until.pop(key, None)
+            return 0.0
+        return wait
 
     def error(self, key_id: str, wait: float) -> tuple[RateLimitExceeded, dict[str, Any]]:
         """The 429 for a request refused by :meth:`hit`, with its ``Retry-After`` header."""
@@ -145,6 +209,32 @@ class RateLimiter:
             f"Please try again in {seconds}s."
         )
         return error, {"Retry-After": str(seconds)}
+
+
+_REDIS_SCHEMES = ("redis", "rediss", "redis+unix")
+_STORAGE_TIMEOUT_SECONDS = 2.0
+
+
+def rate_limit_storage(settings: Settings, engine: Engine) -> Storage:
+    """The counters' storage: ``settings.rate_limit_storage_url`` (a ``limits`` URL), else the database.
+
+    Raises:
+        ValueError: a URL whose scheme ``limits`` does not know.
+    """
+    url = settings.rate_limit_storage_url
+    if not url:
+        return DatabaseStorage(engine)
+    # A Redis that stops answering must cost a request seconds (then a 503), not hang it.
+    options: dict[str, Any] = {}
+    if urlparse(url).scheme in _REDIS_SCHEMES:
+        options = {"socket_timeout": _STORAGE_TIMEOUT_SECONDS, "socket_connect_timeout": _STORAGE_TIMEOUT_SECONDS}
+    try:
+        storage = storage_from_string(url, wrap_exceptions=True, **options)
+    except ConfigurationError as exc:
+        raise ValueError(f"OPENFT_RATE_LIMIT_STORAGE_URL: {exc}") from exc
+    if not isinstance(storage, Storage):
+        raise ValueError(f"OPENFT_RATE_LIMIT_STORAGE_URL: {url.split('://')[0]}:// is an asyncio storage")
+    return storage
 
 
 class RejectControlCharacters:

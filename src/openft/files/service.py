@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 from openft import ids
 from openft.errors import FileNotFound, FileTooLarge, InsufficientStorage, InvalidFileFormat, InvalidRequest
+from openft.files.expiry import check_expires_after
 from openft.settings import Settings
 from openft.store import Store
 from openft.store.blobs import BlobStore
@@ -72,11 +73,14 @@ class FileService:
         purpose: str,
         content: BinaryIO,
         expires_after_seconds: int | None = None,
+        expires_after_param: str = "expires_after[seconds]",
     ) -> FileRow:
-        """Store ``content`` as a new file uploaded by a user.
+        """Store ``content`` as a new file uploaded by a user; with ``expires_after_seconds`` it is gone
+        that long after its creation (see ``files/expiry.py``).
 
         Raises:
-            InvalidRequest: unknown purpose, bad expiry, or a fine-tune file that is not ``.jsonl``.
+            InvalidRequest: unknown purpose, an expiry out of range (named by ``expires_after_param``), or
+                a fine-tune file that is not ``.jsonl``.
             FileTooLarge: more than ``settings.max_file_bytes``.
             InvalidFileFormat: a ``fine-tune`` file whose lines are not JSON objects (names the line).
         """
@@ -92,10 +96,7 @@ class FileService:
                 param="file",
                 code="invalid_file_format",
             )
-        if expires_after_seconds is not None and not 3600 <= expires_after_seconds <= 2_592_000:
-            raise InvalidRequest(
-                "expires_after[seconds] must be between 3600 and 2592000.", param="expires_after[seconds]"
-            )
+        check_expires_after(self.settings, expires_after_seconds, param=expires_after_param)
         return self._store(
             principal, filename=filename, purpose=purpose, content=content, expires_after_seconds=expires_after_seconds
         )
@@ -179,8 +180,20 @@ class FileService:
             raise FileNotFound(f"No such File object: {file_id[:100]}", param="id")
         return self.store.get_file(file_id, principal.organization_id)
 
-    def content_path(self, principal: Principal, file_id: str) -> Path:
-        return self.local_path(self.get(principal, file_id))
+    def content(self, principal: Principal, file_id: str) -> tuple[FileRow, Path]:
+        """The file and its bytes on this machine.
+
+        Raises:
+            FileNotFound: no such file for this organization, or its bytes are gone (expired and swept).
+        """
+        row = self.get(principal, file_id)
+        try:
+            path = self.local_path(row)
+        except FileNotFoundError:
+            path = None
+        if path is None or not path.exists():
+            raise FileNotFound(f"No such File object: {file_id}", param="id")
+        return row, path
 
     def local_path(self, row: FileRow) -> Path:
         """The file's bytes on this machine (fetched from ``OPENFT_STORAGE_URL`` when set)."""

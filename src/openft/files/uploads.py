@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 from openft import ids
 from openft.errors import InvalidRequest, NotFound
+from openft.files.expiry import check_expires_after
 from openft.files.service import CHUNK, FileService, clean_filename
 from openft.settings import Settings
 from openft.store import Store
@@ -26,6 +27,7 @@ from openft.tenancy import Principal
 from openft.types.upload import UploadCreateParams
 
 SWEEP_EVERY_SECONDS = 60
+EXPIRES_AFTER_PARAM = "expires_after.seconds"
 
 
 class _Concatenated:
@@ -69,7 +71,8 @@ class UploadService:
         """Start an Upload of ``params.bytes`` bytes.
 
         Raises:
-            InvalidRequest: too many bytes, or a fine-tune file whose name does not end in ``.jsonl``.
+            InvalidRequest: too many bytes, a fine-tune file whose name does not end in ``.jsonl``, or an
+                ``expires_after`` for the file out of range.
         """
         self.sweep_expired()
         if params.bytes > self.settings.max_upload_bytes:
@@ -84,6 +87,8 @@ class UploadService:
             )
         if not params.mime_type.isprintable():
             raise InvalidRequest("mime_type must be printable text.", param="mime_type")
+        expires_after = params.expires_after.seconds if params.expires_after else None
+        check_expires_after(self.settings, expires_after, param=EXPIRES_AFTER_PARAM)
         now = int(time.time())
         row = UploadRow(
             id=ids.new_upload_id(),
@@ -96,7 +101,7 @@ class UploadService:
             status="pending",
             created_at=now,
             expires_at=now + self.settings.upload_expiry_seconds,
-            file_expires_after_seconds=params.expires_after.seconds if params.expires_after else None,
+            file_expires_after_seconds=expires_after,
         )
         self.rows.insert(row)
         return row
@@ -206,6 +211,7 @@ class UploadService:
                 purpose=upload.purpose,
                 content=stream,  # type: ignore[arg-type]
                 expires_after_seconds=upload.file_expires_after_seconds,
+                expires_after_param=EXPIRES_AFTER_PARAM,
             )
         finally:
             stream.close()

@@ -22,6 +22,7 @@ from openft import ids
 from openft.errors import FileNotFound, JobNotFound
 from openft.store import schema as s
 from openft.store import statements as q
+from openft.store.file_expiry import unexpired
 from openft.store.rows import CheckpointRow, EventRow, FileRow, JobRow
 
 R = TypeVar("R")
@@ -58,8 +59,8 @@ class Store:
             conn.execute(insert(s.files).values(**_values(row)))
 
     def get_file(self, file_id: str, organization_id: str | None = None) -> FileRow:
-        """Raises FileNotFound when absent or owned by another organization."""
-        query = select(s.files).where(s.files.c.id == file_id)
+        """Raises FileNotFound when absent, expired or owned by another organization."""
+        query = select(s.files).where(s.files.c.id == file_id, unexpired(time.time()))
         if organization_id is not None:
             query = query.where(s.files.c.organization_id == organization_id)
         with self.engine.connect() as conn:
@@ -77,7 +78,7 @@ class Store:
         order: str = "desc",
         after: str | None = None,
     ) -> tuple[list[FileRow], bool]:
-        query = select(s.files).where(s.files.c.organization_id == organization_id)
+        query = select(s.files).where(s.files.c.organization_id == organization_id, unexpired(time.time()))
         if purpose:
             query = query.where(s.files.c.purpose == purpose)
         with self.engine.connect() as conn:

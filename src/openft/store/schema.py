@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 metadata = MetaData()
@@ -39,6 +40,13 @@ files = Table(
     Column("expires_at", BigInteger),
     Column("blob_path", Text, nullable=False),
     Index("ix_files_org_seq", "organization_id", "seq"),
+    # Only expiring files are indexed: the sweep finds those past their time without a scan.
+    Index(
+        "ix_files_expires_at",
+        "expires_at",
+        sqlite_where=text("expires_at IS NOT NULL"),
+        postgresql_where=text("expires_at IS NOT NULL"),
+    ),
 )
 
 jobs = Table(
@@ -218,4 +226,14 @@ checkpoint_permissions = Table(
     Column("created_at", BigInteger, nullable=False),
     Index("ix_checkpoint_permissions_model_seq", "fine_tuned_model_checkpoint", "seq"),
     Index("ix_checkpoint_permissions_project", "project_id"),
+)
+
+# Requests per API key per window, shared by every API process (``store/rate_limits.py``): one row per
+# ``limits`` key, its count reset in place when its window is over. UNLOGGED on PostgreSQL (migration 0005).
+rate_limit_counters = Table(
+    "rate_limit_counters",
+    metadata,
+    Column("key", String(512), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+    Column("expires_at", Float, nullable=False),
 )

@@ -41,7 +41,8 @@ class UploadPart(BaseModel):
 class ExpiresAfter(BaseModel):
     model_config = ConfigDict(extra="forbid")
     anchor: Literal["created_at"]
-    seconds: int = Field(ge=3600, le=2_592_000)
+    seconds: int = Field(ge=1, le=2_592_000)
+    """At least ``OPENFT_FILE_EXPIRES_AFTER_MIN_SECONDS`` (an hour, as OpenAI), checked by the Upload service."""
 
 
 class UploadCreateParams(BaseModel):
