@@ -70,6 +70,18 @@ class Settings(BaseSettings):
     serving_max_batch_rows: int = 32
     """Most answers (choices) one base model decodes at once; later requests wait for a free row."""
 
+    serving_model_budget_mb: float | None = Field(default=None, gt=0)
+    """Most megabytes of models kept loaded in a serving process (each counted as its parameter and
+    buffer bytes plus its adapters' weights); beyond it the least recently used idle base model or full
+    fine-tune is unloaded, and loaded again by its next request. A model with requests in flight is
+    never unloaded: the budget is exceeded until it is idle. Unset: half of the serving device's memory
+    (RAM within the process's cgroup limit on CPU, the GPU's memory on CUDA)."""
+
+    serving_generation_threads: int = Field(default=64, ge=1)
+    """Threads an API process lends to inference requests (generation, and the model loading before
+    it); more requests wait for one without holding a thread, so job, file and key requests never
+    queue behind generation."""
+
     python_grader_timeout_seconds: float = 30.0
     """Wall-clock and CPU limit of one python grader run (``/v1/fine_tuning/alpha/graders/run``)."""
 

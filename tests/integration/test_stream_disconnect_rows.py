@@ -4,7 +4,6 @@ same batch goes on to its end. Real HTTP on loopback (uvicorn in a thread), the 
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -12,8 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
+
+from serving_support import loopback_server
 
 pytestmark = pytest.mark.integration
 TINY = "openft/tiny-chat"
@@ -23,19 +23,8 @@ HEADERS = {"Authorization": "Bearer sk-local"}
 
 @pytest.fixture
 def base_url(app: FastAPI) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1"
-    server.should_exit = True
-    thread.join(timeout=30)
+    with loopback_server(app) as url:
+        yield url
 
 
 def _active_rows(app: FastAPI) -> int:

@@ -17,6 +17,7 @@ from openft.api import graders as grader_routes
 from openft.api import webhooks as webhook_routes
 from openft.api.auth import AuthMiddleware
 from openft.api.errors import install_error_handlers
+from openft.api.generations import GenerationThreads
 from openft.api.limits import BodySizeLimit, RateLimiter, RejectControlCharacters, body_limit_for
 from openft.api.openapi import install_openapi
 from openft.api.reads import ReadThreads
@@ -54,6 +55,7 @@ class _LazyBackend:
                     max_adapters=settings.serving_max_adapters,
                     batch_window_ms=settings.serving_batch_window_ms,
                     max_batch_rows=settings.serving_max_batch_rows,
+                    model_budget_mb=settings.serving_model_budget_mb,
                 )
             return self._backend
 
@@ -98,6 +100,7 @@ def create_app(settings: Settings, *, embedded_worker: bool = True) -> FastAPI:
     app.state.files = file_service
     app.state.jobs = JobService(store, file_service)
     app.state.reads = ReadThreads(settings.api_read_threads)
+    app.state.generations = GenerationThreads(settings.serving_generation_threads)
     app.state.registry = ModelRegistry(settings, store)
     app.state.backend = lazy_backend
     app.state.backend_if_loaded = lazy_backend.if_loaded

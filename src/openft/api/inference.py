@@ -10,6 +10,9 @@
 * ``logprobs`` (chat: ``logprobs`` + ``top_logprobs``; legacy: ``logprobs`` 0-5) on streamed and
   non-streamed answers. Legacy ``echo`` puts the prompt before each choice's text (no logprobs for
   the prompt's tokens).
+* Every blocking call (model resolution, loading, generation) runs on the app's ``GenerationThreads``,
+  never in FastAPI's thread pool; a non-streamed answer stops when its client disconnects (see
+  ``api/generations.py``).
 """
 
 from __future__ import annotations
@@ -20,14 +23,14 @@ import time
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
-from starlette.concurrency import run_in_threadpool
 
 from openft import ids
 from openft.api.deps import PrincipalDep, RegistryDep
+from openft.api.generations import GenerationThreads
 from openft.api.inference_streams import chat_events, completion_events, completion_logprobs
 from openft.errors import InvalidRequest
 from openft.serving.backend import Generation, SamplingParams, StreamDelta
@@ -138,6 +141,16 @@ def _backend(request: Request) -> Any:
     return request.app.state.backend()
 
 
+def _threads(request: Request) -> GenerationThreads:
+    threads: GenerationThreads = request.app.state.generations
+    return threads
+
+
+CLIENT_CLOSED = 499
+"""The status logged for a non-streamed request whose client left before its answer (nginx's code);
+nobody receives it."""
+
+
 def _event_stream(events: Any, cancel: threading.Event) -> StreamingResponse:
     # The background task also ends generation when the client left before the first chunk was sent.
     return StreamingResponse(events, media_type="text/event-stream", background=BackgroundTask(cancel.set))
@@ -146,18 +159,23 @@ def _event_stream(events: Any, cancel: threading.Event) -> StreamingResponse:
 @router.post("/chat/completions", response_model=None)
 async def create_chat_completion(
     request: Request, principal: PrincipalDep, registry: RegistryDep, body: ChatCompletionRequest
-) -> dict[str, Any] | StreamingResponse:
-    served = await run_in_threadpool(registry.resolve, principal, body.model)
+) -> dict[str, Any] | Response:
+    threads = _threads(request)
+    served = await threads.run(registry.resolve, principal, body.model)
     params = body.params()
     tools_requested = body.wants_tool_calls()
-    backend = await run_in_threadpool(_backend, request)
+    backend = await threads.run(_backend, request)  # the first call imports the backend
     cid, created = ids.new_completion_id(), int(time.time())
     if body.stream:
         cancel = threading.Event()
         # Raises bad requests here, before the response starts; generation then runs in the backend's engine.
-        deltas: Iterator[StreamDelta] = await run_in_threadpool(
-            functools.partial(backend.stream_chat, served, body.messages, params, tools=body.tools, cancel=cancel)
+        deltas: Iterator[StreamDelta] | None = await threads.run_until_disconnect(
+            request.receive,
+            functools.partial(backend.stream_chat, served, body.messages, params, tools=body.tools),
+            cancel,
         )
+        if deltas is None:
+            return Response(status_code=CLIENT_CLOSED)
         base = {
             "id": cid,
             "object": "chat.completion.chunk",
@@ -167,6 +185,7 @@ async def create_chat_completion(
         }
         events = chat_events(
             request,
+            threads,
             deltas,
             cancel,
             base,
@@ -175,7 +194,11 @@ async def create_chat_completion(
             logprobs=params.logprobs is not None,
         )
         return _event_stream(events, cancel)
-    gen: Generation = await run_in_threadpool(backend.chat, served, body.messages, params, tools=body.tools)
+    gen: Generation | None = await threads.run_until_disconnect(
+        request.receive, functools.partial(backend.chat, served, body.messages, params, tools=body.tools)
+    )
+    if gen is None:
+        return Response(status_code=CLIENT_CLOSED)
     choices = []
     for i, c in enumerate(gen.choices):
         message, finish = message_from_text(c.text, c.finish_reason, tools_requested)
@@ -195,20 +218,24 @@ async def create_chat_completion(
 @router.post("/completions", response_model=None)
 async def create_completion(
     request: Request, principal: PrincipalDep, registry: RegistryDep, body: CompletionRequest
-) -> dict[str, Any] | StreamingResponse:
+) -> dict[str, Any] | Response:
     prompt = body.text()
-    served = await run_in_threadpool(registry.resolve, principal, body.model)
+    threads = _threads(request)
+    served = await threads.run(registry.resolve, principal, body.model)
     params = body.sampling(body.max_tokens, body.logprobs)
-    backend = await run_in_threadpool(_backend, request)
+    backend = await threads.run(_backend, request)  # the first call imports the backend
     cid, created = f"cmpl-{ids.new_completion_id()[9:]}", int(time.time())
     base = {"id": cid, "object": "text_completion", "created": created, "model": body.model, "system_fingerprint": None}
     if body.stream:
         cancel = threading.Event()
-        deltas: Iterator[StreamDelta] = await run_in_threadpool(
-            functools.partial(backend.stream_complete, served, prompt, params, cancel=cancel)
+        deltas: Iterator[StreamDelta] | None = await threads.run_until_disconnect(
+            request.receive, functools.partial(backend.stream_complete, served, prompt, params), cancel
         )
+        if deltas is None:
+            return Response(status_code=CLIENT_CLOSED)
         events = completion_events(
             request,
+            threads,
             deltas,
             cancel,
             base,
@@ -218,7 +245,11 @@ async def create_completion(
             echo=prompt if body.echo else "",
         )
         return _event_stream(events, cancel)
-    gen: Generation = await run_in_threadpool(backend.complete, served, prompt, params)
+    gen: Generation | None = await threads.run_until_disconnect(
+        request.receive, functools.partial(backend.complete, served, prompt, params)
+    )
+    if gen is None:
+        return Response(status_code=CLIENT_CLOSED)
     choices = [
         {
             "index": i,

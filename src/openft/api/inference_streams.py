@@ -1,9 +1,10 @@
 """Server-sent events of streamed chat and legacy completions (``data: {chunk}`` ... ``data: [DONE]``).
 
-Each chunk is sent as soon as the backend yields its text. Generation ends (``cancel``) when the client
-goes away: starlette cancels these generators on ``http.disconnect``, and the disconnect is also checked
-between chunks. A failure after the status line went out is reported in the stream as an ``error`` chunk,
-which makes the official clients raise.
+Each chunk is sent as soon as the backend yields its text, read on a generation thread
+(``GenerationThreads``, never FastAPI's thread pool). Generation ends (``cancel``) when the client goes
+away: starlette cancels these generators on ``http.disconnect``, and the disconnect is also checked
+between chunks. A failure after the status line went out is reported in the stream as an ``error``
+chunk, which makes the official clients raise.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-import anyio.to_thread
 from fastapi import Request
 
+from openft.api.generations import GenerationThreads
 from openft.errors import OpenFTError
 from openft.serving.backend import StreamDelta
 from openft.serving.tool_calls import parse_tool_calls
@@ -38,12 +39,12 @@ def _data(payload: dict[str, Any]) -> str:
 
 
 async def _deltas(
-    request: Request, deltas: Iterator[StreamDelta], on_error: Callable[[str], None]
+    request: Request, threads: GenerationThreads, deltas: Iterator[StreamDelta], on_error: Callable[[str], None]
 ) -> AsyncIterator[StreamDelta]:
-    """The backend's items, read in a worker thread; stops when the client disconnects."""
+    """The backend's items, each read on a generation thread; stops when the client disconnects."""
     while True:
         try:
-            item = await anyio.to_thread.run_sync(_next, deltas)
+            item = await threads.run(_next, deltas)
         except Exception as exc:
             log.exception("streamed generation failed")
             on_error(str(exc) if isinstance(exc, OpenFTError) else "The server had an error while generating.")
@@ -55,6 +56,7 @@ async def _deltas(
 
 async def chat_events(
     request: Request,
+    threads: GenerationThreads,
     deltas: Iterator[StreamDelta],
     cancel: threading.Event,
     base: dict[str, Any],
@@ -79,7 +81,7 @@ async def chat_events(
     held: dict[int, tuple[list[str], list[Any]]] = {}
     try:
         yield piece(0, {"role": "assistant", "content": ""})
-        async for item in _deltas(request, deltas, errors.append):
+        async for item in _deltas(request, threads, deltas, errors.append):
             if item.usage is not None:
                 if include_usage:
                     yield _data({**base, "choices": [], "usage": _usage(*item.usage)})
@@ -133,6 +135,7 @@ def completion_logprobs(entries: list[dict[str, Any]], offset: int) -> dict[str,
 
 async def completion_events(
     request: Request,
+    threads: GenerationThreads,
     deltas: Iterator[StreamDelta],
     cancel: threading.Event,
     base: dict[str, Any],
@@ -157,7 +160,7 @@ async def completion_events(
 
     echoed: set[int] = set()
     try:
-        async for item in _deltas(request, deltas, errors.append):
+        async for item in _deltas(request, threads, deltas, errors.append):
             if item.usage is not None:
                 if include_usage:
                     yield _data({**base, "choices": [], "usage": _usage(*item.usage)})

@@ -114,7 +114,11 @@ class Backend(Protocol):
         params: SamplingParams,
         *,
         tools: list[dict[str, Any]] | None = None,
-    ) -> Generation: ...
+        cancel: threading.Event | None = None,
+    ) -> Generation:
+        """The whole answer. Setting ``cancel`` stops generating within about one token (the answer is
+        then cut short), as a client that goes away should."""
+        ...
 
     def stream_chat(
         self,
@@ -132,7 +136,11 @@ class Backend(Protocol):
         """
         ...
 
-    def complete(self, model: ServedModel, prompt: str, params: SamplingParams) -> Generation: ...
+    def complete(
+        self, model: ServedModel, prompt: str, params: SamplingParams, *, cancel: threading.Event | None = None
+    ) -> Generation:
+        """``prompt`` continued as raw text; ``cancel`` as in ``chat``."""
+        ...
 
     def stream_complete(
         self, model: ServedModel, prompt: str, params: SamplingParams, *, cancel: threading.Event | None = None

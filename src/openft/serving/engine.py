@@ -12,6 +12,8 @@ per choice of each request):
 * Each row samples with its own parameters (``sampling.RowSampler``) and stops on its own; a finished,
   cancelled or disconnected row is dropped from the batch at once, the others go on.
 * Adapters are loaded, evicted and deleted only by this thread, between steps.
+* Every request ends in ``_end`` on this thread, once, whatever ends it (its last row, a cancellation,
+  an error, the engine stopping): that is where its ``on_end`` gives its model back to the pool.
 
 Results go to each request's queue as ``StreamDelta`` items; ``HFBackend`` turns them into streams
 and ``Generation`` objects.
@@ -31,37 +33,17 @@ from typing import TYPE_CHECKING, Any
 
 from openft.errors import ModelNotFound
 from openft.serving import batch_cache
-from openft.serving.backend import SamplingParams, ServedModel, StreamDelta
+from openft.serving.backend import StreamDelta
 from openft.serving.json_constraint import JsonConstraint
 from openft.serving.output import ChoiceText
 from openft.serving.pool import LoadedBase
+from openft.serving.requests import END, Request
 from openft.serving.sampling import RowSampler
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
-
-END = object()
-"""Put on a request's queue after its last item (after ``usage``, an error, or a cancellation)."""
-
-
-@dataclass
-class Request:
-    """One chat or completion request, as the engine sees it."""
-
-    served: ServedModel
-    prompt_ids: list[int]
-    params: SamplingParams
-    max_new: int
-    """Tokens each choice may generate."""
-    json_mode: bool = False
-    cancel: threading.Event = field(default_factory=threading.Event)
-    out: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue)
-    admitted: threading.Event = field(default_factory=threading.Event)
-    error: BaseException | None = None
-    rows_left: int = 0
-    completion_tokens: int = 0
 
 
 @dataclass
@@ -99,6 +81,8 @@ class BatchEngine:
         self._mask: torch.Tensor | None = None
         self._token_texts: list[str | None] | None = None
         self._closed = False
+        self._closing = threading.Lock()
+        """Orders ``submit`` against ``stop``: no request is queued on an engine that has stopped."""
         # transformers 5 renamed the forward's ``past_key_values`` to ``cache`` (the old name warns, and
         # goes in 5.40); earlier versions know only the old name.
         forward = inspect.signature(loaded.model.forward).parameters
@@ -114,17 +98,25 @@ class BatchEngine:
         """Queue ``request`` and wait until it is admitted into a batch.
 
         Raises:
-            ModelNotFound, OpenFTError: Its adapter could not be loaded.
+            ModelNotFound, OpenFTError: Its adapter could not be loaded, or the engine has stopped.
         """
-        self._inbox.put(request)
+        with self._closing:
+            if self._closed:
+                request.error = ModelNotFound("The model was unloaded.", param="model")
+                self._end(request)
+            else:
+                self._inbox.put(request)
         request.admitted.wait()
         if request.error is not None:
             raise request.error
 
     def call(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` on the engine thread between two steps, and wait for it."""
+        """Run ``fn`` on the engine thread between two steps, and wait for it (not at all once stopped)."""
         command = _Command(fn)
-        self._inbox.put(command)
+        with self._closing:
+            if self._closed:
+                return
+            self._inbox.put(command)
         command.done.wait()
 
     def unload(self, model_ids: set[str]) -> list[str]:
@@ -144,20 +136,29 @@ class BatchEngine:
         return removed
 
     def stop(self) -> None:
-        """End every request on this engine (with an error) and its thread."""
+        """End every request on this engine (with an error) and its thread, and wait for the thread."""
 
         def run() -> None:
             gone = ModelNotFound("The model was unloaded while generating.", param="model")
-            for request in [*{id(r.request): r.request for r in self._rows}.values(), *self._backlog]:
-                if not request.cancel.is_set():
-                    request.cancel.set()
-                    request.out.put(gone)
-                request.admitted.set()
+            with self._closing:
+                self._closed = True
+            queued: list[Request] = []
+            while True:  # requests and commands queued behind this one
+                try:
+                    self._take(self._inbox.get_nowait(), queued)
+                except queue.Empty:
+                    break
+            for request in [*(row.request for row in self._rows), *self._backlog, *queued]:
+                request.cancel.set()
+                self._end(request, gone)
             self._backlog.clear()
             self._drop_finished()
-            self._closed = True
 
+        if threading.current_thread() is self._thread:
+            run()
+            return
         self.call(run)
+        self._thread.join(timeout=60)
 
     @property
     def active_rows(self) -> int:
@@ -191,7 +192,7 @@ class BatchEngine:
                 log.exception("generation failed on %s", self.loaded.base.id)
                 for row in self._rows:
                     row.request.cancel.set()
-                    row.request.out.put(exc)
+                    self._end(row.request, exc)
                 self._drop_finished()
 
     def _take(self, item: Request | _Command, arrivals: list[Request]) -> None:
@@ -212,15 +213,14 @@ class BatchEngine:
         while self._backlog and rows + self._backlog[0].params.n <= max(self.max_rows, self._backlog[0].params.n):
             request = self._backlog.popleft()
             if request.cancel.is_set():
-                request.admitted.set()
-                request.out.put(END)
+                self._end(request)
                 continue
             pinned = {r.request.served.id for r in self._rows} | {r.served.id for r, _ in chosen}
             try:
                 adapter = self.loaded.ensure_adapter(request.served, pinned)
             except Exception as exc:
                 request.error = exc
-                request.admitted.set()
+                self._end(request)
                 continue
             chosen.append((request, adapter))
             rows += request.params.n
@@ -232,7 +232,13 @@ class BatchEngine:
         for request, _ in chosen:
             request.rows_left = request.params.n
             request.admitted.set()
-        self._prefill(chosen, new_rows)
+        try:
+            self._prefill(chosen, new_rows)
+        except Exception as exc:  # the new rows may not be in the batch yet: end their requests here
+            for request, _ in chosen:
+                request.cancel.set()
+                self._end(request, exc)
+            raise
 
     def _new_row(self, request: Request, adapter: str | None, index: int) -> _Row:
         loaded = self.loaded
@@ -330,7 +336,7 @@ class BatchEngine:
         request.rows_left -= 1
         if request.rows_left == 0:
             request.out.put(StreamDelta(usage=(len(request.prompt_ids), request.completion_tokens)))
-            request.out.put(END)
+            self._end(request)
 
     def _merge(self, rows: list[_Row], cache: Any, mask: torch.Tensor) -> None:
         """Add freshly prefilled rows (and their cache) to the running batch, then drop finished ones."""
@@ -350,7 +356,7 @@ class BatchEngine:
                 row.done = True
                 row.request.rows_left -= 1
                 if row.request.rows_left == 0:
-                    row.request.out.put(END)
+                    self._end(row.request)
         if len(keep) == len(self._rows):
             return
         if not keep:
@@ -359,6 +365,22 @@ class BatchEngine:
         assert self._mask is not None
         self._mask = batch_cache.select(self._cache, self._mask, keep)
         self._rows = [self._rows[i] for i in keep]
+
+    def _end(self, request: Request, error: BaseException | None = None) -> None:
+        """Call ``request``'s ``on_end``, then close its queue (after ``error``, if any); once per request.
+
+        ``on_end`` comes first so that whoever reads the end (and answers the client) finds the model
+        already given back: the client's next request sees the pool as this one left it.
+        """
+        if request.ended:
+            return
+        request.ended = True
+        if request.on_end is not None:
+            request.on_end()
+        if error is not None:
+            request.out.put(error)
+        request.out.put(END)
+        request.admitted.set()
 
     # -- helpers -------------------------------------------------------------------------------
 

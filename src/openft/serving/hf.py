@@ -4,7 +4,9 @@ The CPU/dev backend (vLLM is the one for throughput at scale). Importing this mo
 transformers and peft are imported when a model is first served.
 
 * ``pool.ModelPool`` loads each base model once; a fine-tuned model is a LoRA adapter loaded onto it
-  on first use and evicted least-recently-used under a memory budget.
+  on first use and evicted least-recently-used under a memory budget. Base models (and whole
+  fine-tuned models) are unloaded least-recently-used beyond their own budget; each request holds its
+  model from the call until its engine is done with it, so a model is never unloaded under one.
 * ``engine.BatchEngine`` (one per base) decodes every request on that base in shared batches, rows of
   different adapters together; see its docstring.
 * Every call checks the request (parameters, template, context window, adapter files) in the caller's
@@ -14,16 +16,19 @@ transformers and peft are imported when a model is first served.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from openft.serving.backend import Choice, FinishReason, Generation, SamplingParams, ServedModel, StreamDelta
-from openft.serving.engine import END, BatchEngine, Request
+from openft.errors import ModelNotFound
+from openft.serving.backend import Generation, SamplingParams, ServedModel, StreamDelta
+from openft.serving.engine import BatchEngine
 from openft.serving.pool import LoadedBase, ModelPool, adapter_name, check_adapter_files
 from openft.serving.prompts import chat_prompt_ids, check_params, completion_prompt_ids, max_new_tokens
+from openft.serving.requests import Request, collect, drain
 
 __all__ = ["HFBackend", "adapter_name"]
 
@@ -38,6 +43,8 @@ class HFBackend:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; None picks CUDA when available.
         adapter_budget_mb: Most megabytes of adapter weights kept loaded per base model.
         max_adapters: Most adapters kept loaded per base model.
+        model_budget_mb: Most megabytes of loaded models (weights and adapters) in all; least recently
+            used idle models are unloaded beyond it. None: half the memory of the serving device.
         batch_window_ms: How long an idle engine waits for more requests to prefill together.
         max_batch_rows: Most rows (choices) decoded together per base model.
     """
@@ -52,6 +59,7 @@ class HFBackend:
         max_adapters: int = 64,
         batch_window_ms: float = 5,
         max_batch_rows: int = 32,
+        model_budget_mb: float | None = None,
     ) -> None:
         self.pool = ModelPool(
             models_dir,
@@ -59,6 +67,8 @@ class HFBackend:
             threads=threads,
             budget_bytes=int(adapter_budget_mb * 1024 * 1024),
             max_adapters=max_adapters,
+            model_budget_bytes=None if model_budget_mb is None else int(model_budget_mb * 1024 * 1024),
+            on_unload=self._retire,
         )
         self.window_s = batch_window_ms / 1000
         self.max_rows = max_batch_rows
@@ -75,6 +85,11 @@ class HFBackend:
         """Times each served model id's adapter was loaded (again after an eviction or an unload)."""
         return self.pool.adapter_loads
 
+    @property
+    def base_evictions(self) -> Counter[str]:
+        """Times each base model was unloaded to keep the loaded models within the memory budget."""
+        return self.pool.evictions
+
     # -- Backend -------------------------------------------------------------------------------
 
     def chat(
@@ -84,8 +99,11 @@ class HFBackend:
         params: SamplingParams,
         *,
         tools: list[dict[str, Any]] | None = None,
+        cancel: threading.Event | None = None,
     ) -> Generation:
         """Answer ``messages`` (OpenAI chat format) through the model's chat template.
+
+        Setting ``cancel`` stops generating within about one token; the answer is then cut short.
 
         Raises:
             InvalidRequest: Bad sampling parameters, unsupported content, a template that rejects the
@@ -93,7 +111,7 @@ class HFBackend:
             ModelNotFound: The model's adapter directory has no adapter in it.
             OpenFTError: The base model or the adapter could not be loaded.
         """
-        return _collect(self.stream_chat(model, messages, params, tools=tools), params)
+        return collect(self.stream_chat(model, messages, params, tools=tools, cancel=cancel), params)
 
     def stream_chat(
         self,
@@ -110,28 +128,26 @@ class HFBackend:
         step; the iterator then ends without ``usage``.
         """
         check_params(params)
-        loaded = self.pool.get(model.base)
-        ids = chat_prompt_ids(loaded.tokenizer, model.id, messages, tools)
-        return self._start(loaded, model, ids, params, "messages", cancel)
+        return self._start(model, params, "messages", cancel, lambda t: chat_prompt_ids(t, model.id, messages, tools))
 
-    def complete(self, model: ServedModel, prompt: str, params: SamplingParams) -> Generation:
-        """Continue ``prompt`` as raw text (the tokenizer adds BOS where it normally does).
+    def complete(
+        self, model: ServedModel, prompt: str, params: SamplingParams, *, cancel: threading.Event | None = None
+    ) -> Generation:
+        """Continue ``prompt`` as raw text (the tokenizer adds BOS where it normally does); ``cancel`` as in ``chat``.
 
         Raises:
             InvalidRequest: Bad sampling parameters or a prompt that does not fit the context window.
             ModelNotFound: The model's adapter directory has no adapter in it.
             OpenFTError: The base model or the adapter could not be loaded.
         """
-        return _collect(self.stream_complete(model, prompt, params), params)
+        return collect(self.stream_complete(model, prompt, params, cancel=cancel), params)
 
     def stream_complete(
         self, model: ServedModel, prompt: str, params: SamplingParams, *, cancel: threading.Event | None = None
     ) -> Iterator[StreamDelta]:
         """``complete`` as it is generated, as ``stream_chat`` streams ``chat``."""
         check_params(params)
-        loaded = self.pool.get(model.base)
-        ids = completion_prompt_ids(loaded.tokenizer, prompt)
-        return self._start(loaded, model, ids, params, "prompt", cancel)
+        return self._start(model, params, "prompt", cancel, lambda t: completion_prompt_ids(t, prompt))
 
     def unload(self, model_id: str) -> None:
         """Free ``model_id``: its adapter and its checkpoints' adapters, or a base model with its adapters.
@@ -140,14 +156,11 @@ class HFBackend:
         """
         checkpoints = f"{model_id}:ckpt-step-"
         for loaded in self.pool.loaded():
-            engine = self._engines.get(loaded.base.id)
             if loaded.base.id == model_id or loaded.base.id.startswith(checkpoints):  # a whole fine-tuned model
-                with self._guard:
-                    self._engines.pop(model_id, None)
-                if engine is not None:
-                    engine.stop()
-                self.pool.drop(loaded.base.id)
+                self.pool.drop(loaded.base.id)  # stops its engine (``_retire``)
                 continue
+            with self._guard:
+                engine = self._engines.get(loaded.base.id)
             with loaded.lock:
                 ids = {i for i in loaded.adapters if i == model_id or i.startswith(checkpoints)}
             if ids and engine is not None:
@@ -178,27 +191,53 @@ class HFBackend:
         """The tokenizer ``model`` is served with (loading its base if needed)."""
         return self.pool.get(model.base).tokenizer
 
+    def resident_bytes(self) -> dict[str, int]:
+        """Base model id -> the bytes it holds: parameters and buffers, plus its adapters' weights."""
+        return {loaded.base.id: loaded.resident_bytes for loaded in self.pool.loaded()}
+
     # -- internals -------------------------------------------------------------------------------
 
     def _engine(self, loaded: LoadedBase) -> BatchEngine:
+        """``loaded``'s engine, started on first use (ModelNotFound: the model was unloaded meanwhile)."""
         with self._guard:
             engine = self._engines.get(loaded.base.id)
             if engine is None or engine.loaded is not loaded:
+                if not self.pool.holds(loaded):  # no engine for a model ``_retire`` would never stop
+                    raise ModelNotFound("The model was unloaded.", param="model")
                 engine = BatchEngine(loaded, window_s=self.window_s, max_rows=self.max_rows)
                 self._engines[loaded.base.id] = engine
             return engine
 
+    def _retire(self, loaded: LoadedBase) -> None:
+        """Stop the engine of a model the pool let go of (its requests, if any, end with an error)."""
+        with self._guard:
+            engine = self._engines.get(loaded.base.id)
+            if engine is None or engine.loaded is not loaded:
+                return
+            del self._engines[loaded.base.id]
+        engine.stop()
+
     def _start(
         self,
-        loaded: LoadedBase,
         model: ServedModel,
-        ids: list[int],
         params: SamplingParams,
         prompt_param: str,
         cancel: threading.Event | None,
+        prompt_ids: Callable[[Any], list[int]],
     ) -> Iterator[StreamDelta]:
-        max_new = max_new_tokens(params, len(ids), model.base.context_length, prompt_param=prompt_param)
-        check_adapter_files(model)
+        """Tokenize and check the request, then hand it to its model's engine once admitted into a batch.
+
+        The model is held from here until the engine ends the request (``Request.on_end``).
+        """
+        loaded = self.pool.acquire(model.base)
+        try:
+            ids = prompt_ids(loaded.tokenizer)
+            max_new = max_new_tokens(params, len(ids), model.base.context_length, prompt_param=prompt_param)
+            check_adapter_files(model)
+            engine = self._engine(loaded)
+        except BaseException:
+            self.pool.release(loaded)
+            raise
         request = Request(
             served=model,
             prompt_ids=ids,
@@ -206,48 +245,7 @@ class HFBackend:
             max_new=max_new,
             json_mode=params.response_format == "json_object",
             cancel=cancel if cancel is not None else threading.Event(),
+            on_end=functools.partial(self.pool.release, loaded),
         )
-        self._engine(loaded).submit(request)
-        return _drain(request)
-
-
-def _drain(request: Request) -> Iterator[StreamDelta]:
-    finished = False
-    try:
-        while True:
-            item = request.out.get()
-            if item is END:
-                finished = True
-                return
-            if isinstance(item, BaseException):
-                finished = True
-                raise item
-            yield item
-    finally:
-        if not finished:  # closed or dropped early: stop generating
-            request.cancel.set()
-
-
-def _collect(deltas: Iterator[StreamDelta], params: SamplingParams) -> Generation:
-    """A whole ``Generation`` from a stream of deltas."""
-    texts: list[list[str]] = [[] for _ in range(params.n)]
-    entries: list[list[dict[str, Any]]] = [[] for _ in range(params.n)]
-    reasons: list[FinishReason] = ["length"] * params.n
-    usage = (0, 0)
-    for delta in deltas:
-        if delta.usage is not None:
-            usage = delta.usage
-            continue
-        texts[delta.index].append(delta.text)
-        entries[delta.index].extend(delta.logprobs or [])
-        if delta.finish_reason is not None:
-            reasons[delta.index] = delta.finish_reason
-    choices = [
-        Choice(
-            text="".join(texts[i]),
-            finish_reason=reasons[i],
-            logprobs=entries[i] if params.logprobs is not None else None,
-        )
-        for i in range(params.n)
-    ]
-    return Generation(choices=choices, prompt_tokens=usage[0], completion_tokens=usage[1])
+        engine.submit(request)
+        return drain(request)

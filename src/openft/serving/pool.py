@@ -2,6 +2,11 @@
 
 * A base model is loaded once (fp32 on CPU, bf16 on CUDA), by whichever request first needs it; a
   full fine-tune (a whole model directory) is loaded the same way, as its own base.
+* Base models are unloaded least recently used when the loaded ones need more than ``model_budget_bytes``:
+  each counts its measured resident size (parameter and buffer bytes, plus its adapters' bytes). A
+  model with requests in flight is never unloaded: the pool exceeds its budget for a while instead,
+  and unloads that model once it is idle (right after its last request ends, or at the next load).
+  The next request for an unloaded model loads it again.
 * Adapters are read on first use (``lora_weights.read_lora``) into their base's ``lora_stack.LoraStack``,
   under a name derived from the served id, and kept in a least-recently-used order. When the adapters
   of one base need more than ``budget_bytes`` (their weights' bytes) or number more than
@@ -14,9 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import threading
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,11 +81,20 @@ class LoadedBase:
     adapter_loads: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
     """Guards ``adapters`` for readers on other threads."""
+    weight_bytes: int = 0
+    """Bytes of the model's parameters and buffers, measured once loaded."""
+    in_flight: int = 0
+    """Requests holding this model (``ModelPool.acquire`` .. ``release``); guarded by the pool's lock."""
 
     @property
     def adapter_bytes(self) -> int:
         with self.lock:
             return sum(a.bytes for a in self.adapters.values())
+
+    @property
+    def resident_bytes(self) -> int:
+        """What this model holds in memory: its weights and its loaded adapters."""
+        return self.weight_bytes + self.adapter_bytes
 
     def ensure_adapter(self, served: ServedModel, pinned: set[str]) -> str | None:
         """Load ``served``'s adapter if needed and mark it most recently used; its name (None: the base).
@@ -138,8 +154,27 @@ class LoadedBase:
         return LoadedAdapter(name=name, directory=served.adapter_dir, bytes=weights.bytes)
 
 
+def measured_bytes(model: Any) -> int:
+    """Bytes of ``model``'s parameters and buffers (tied weights counted once)."""
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+
+
+def device_memory_bytes(device: torch.device) -> int:
+    """Total memory of ``device``: the GPU's own, or the host's RAM within this process's cgroup limit."""
+    if device.type == "cuda":
+        import torch
+
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        return total
+    return min(total, int(limit)) if limit.isdigit() else total
+
+
 class ModelPool:
-    """The loaded base models of one server.
+    """The loaded base models of one server, least recently used first.
 
     Args:
         models_dir: Where built and converted base weights are cached.
@@ -147,25 +182,45 @@ class ModelPool:
         threads: torch intra-op threads, set when the first model loads; None keeps torch's default.
         budget_bytes: Most adapter parameter bytes kept per base model.
         max_adapters: Most adapters kept per base model.
+        model_budget_bytes: Most resident bytes of all loaded models together (see the module
+            docstring); None: half the memory of the device they are loaded on.
+        on_unload: Called with a model the pool let go of (evicted or dropped), to stop its engine.
     """
 
     def __init__(
-        self, models_dir: Path, *, device: str | None, threads: int | None, budget_bytes: int, max_adapters: int
+        self,
+        models_dir: Path,
+        *,
+        device: str | None,
+        threads: int | None,
+        budget_bytes: int,
+        max_adapters: int,
+        model_budget_bytes: int | None = None,
+        on_unload: Callable[[LoadedBase], None] | None = None,
     ) -> None:
         self.models_dir = Path(models_dir)
         self.device = device
         self.threads = threads
         self.budget_bytes = budget_bytes
         self.max_adapters = max_adapters
+        self.model_budget_bytes = model_budget_bytes
+        self.on_unload = on_unload
         self.base_loads: Counter[str] = Counter()
         self.adapter_loads: Counter[str] = Counter()
         """Times each served model id's adapter was loaded, on any base, ever."""
+        self.evictions: Counter[str] = Counter()
+        """Times each base model was unloaded to stay within ``model_budget_bytes``."""
         self._guard = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
-        self._loaded: dict[str, LoadedBase] = {}
+        self._loaded: OrderedDict[str, LoadedBase] = OrderedDict()
+        self._sizes: dict[str, int] = {}
+        """Base id -> its weight bytes when it was last loaded: the room a reload needs."""
 
-    def get(self, base: BaseModel) -> LoadedBase:
-        """The loaded ``base``, loading it on first use (concurrent first users wait for one load).
+    def acquire(self, base: BaseModel) -> LoadedBase:
+        """The loaded ``base``, loading it on first use, held (never evicted) until ``release``.
+
+        Concurrent first users wait for one load. Before a load, idle models are evicted to make room
+        for it when its size is known from an earlier load; after it, to get back within the budget.
 
         Raises:
             OpenFTError: The weights could not be loaded.
@@ -173,28 +228,111 @@ class ModelPool:
         with self._guard:
             lock = self._locks.setdefault(base.id, threading.Lock())
         with lock:
-            loaded = self._loaded.get(base.id)
+            with self._guard:
+                loaded = self._loaded.get(base.id)
+                if loaded is not None:
+                    loaded.in_flight += 1
+                    self._loaded.move_to_end(base.id)
             if loaded is None:
+                self._evict(room=self._sizes.get(base.id, 0))
                 loaded = self._load(base)
                 with self._guard:
+                    loaded.in_flight += 1
                     self._loaded[base.id] = loaded
+                    self._sizes[base.id] = loaded.weight_bytes
                     self.base_loads[base.id] += 1
-            return loaded
+        self._evict()
+        return loaded
+
+    def release(self, loaded: LoadedBase) -> None:
+        """End one ``acquire`` of ``loaded``; the last one lets an over-budget pool evict it."""
+        with self._guard:
+            loaded.in_flight -= 1
+            idle = loaded.in_flight == 0 and self._loaded.get(loaded.base.id) is loaded  # not dropped meanwhile
+            evict = idle and self._total_bytes() > self._budget()
+        if evict:
+            # Not inline: the last release of a request happens on its model's engine thread, which
+            # must not wait for an engine (its own, or one whose thread is waiting for it) to stop.
+            threading.Thread(target=self._evict, name="openft-evict", daemon=True).start()
+
+    def get(self, base: BaseModel) -> LoadedBase:
+        """The loaded ``base`` (loading it if needed), not held: it may be evicted at any time."""
+        loaded = self.acquire(base)
+        self.release(loaded)
+        return loaded
 
     def loaded(self) -> list[LoadedBase]:
         with self._guard:
             return list(self._loaded.values())
 
+    def holds(self, loaded: LoadedBase) -> bool:
+        """Whether ``loaded`` is still in the pool (not evicted or dropped)."""
+        with self._guard:
+            return self._loaded.get(loaded.base.id) is loaded
+
     def drop(self, base_id: str) -> None:
-        """Forget a base model (its engine has stopped); its memory goes with the last reference."""
+        """Unload a base model now, even with requests in flight (its engine ends them)."""
         with self._guard:
             loaded = self._loaded.pop(base_id, None)
-        if loaded is not None and loaded.device.type == "cuda":
+        if loaded is not None:
+            log.info("unloading base model %s", base_id, extra={"action": "base_unloaded"})
+            self._unload([loaded])
+
+    def _budget(self) -> int:
+        if self.model_budget_bytes is None:
             import torch
 
+            device = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            self.model_budget_bytes = device_memory_bytes(device) // 2
+            log.info("serving models within %.0f MB (half of the %s's memory)", self.model_budget_bytes / 2**20, device)
+        return self.model_budget_bytes
+
+    def _total_bytes(self) -> int:
+        return sum(loaded.resident_bytes for loaded in self._loaded.values())
+
+    def _evict(self, room: int = 0) -> None:
+        """Unload idle models, least recently used first, until the loaded ones plus ``room`` bytes fit."""
+        with self._guard:
+            victims = self._victims(room) if self._loaded else []
+        self._unload(victims)
+
+    def _victims(self, room: int) -> list[LoadedBase]:
+        """Take the models to evict out of the pool (under ``_guard``)."""
+        budget = self._budget()
+        total = self._total_bytes() + room
+        victims: list[LoadedBase] = []
+        for base_id, candidate in list(self._loaded.items()):
+            if total <= budget:
+                break
+            if candidate.in_flight:
+                continue
+            size = candidate.resident_bytes
+            log.info(
+                "evicting base model %s (%.1f MB, least recently used): over the %.1f MB serving budget",
+                base_id,
+                size / 2**20,
+                budget / 2**20,
+                extra={"action": "base_evicted", "model": base_id, "bytes": size},
+            )
+            del self._loaded[base_id]
+            total -= size
+            victims.append(candidate)
+            self.evictions[base_id] += 1
+        return victims
+
+    def _unload(self, victims: list[LoadedBase]) -> None:
+        """Stop the engines of models taken out of the pool; their memory goes with the last reference."""
+        cuda = False
+        while victims:
+            loaded = victims.pop()
+            cuda = cuda or loaded.device.type == "cuda"
+            if self.on_unload is not None:
+                self.on_unload(loaded)
             del loaded
+        if cuda:
+            import torch
+
             torch.cuda.empty_cache()
-        log.info("unloaded base model %s", base_id, extra={"action": "base_unloaded"})
 
     def _load(self, base: BaseModel) -> LoadedBase:
         import torch
@@ -231,4 +369,5 @@ class ModelPool:
             budget_bytes=self.budget_bytes,
             max_adapters=self.max_adapters,
             adapter_loads=self.adapter_loads,
+            weight_bytes=measured_bytes(model),
         )
