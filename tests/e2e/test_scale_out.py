@@ -6,15 +6,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from openai import OpenAI
+from scale_out_support import running_workers, wait_for
 from starlette.testclient import TestClient
 
 from openft.api.app import create_app
@@ -30,41 +28,10 @@ N_WORKERS = 3
 HEARTBEAT_TIMEOUT = 10
 
 
-def _start_worker(settings: Settings, index: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "OPENFT_HOME": str(settings.home),
-        "OPENFT_DATABASE_URL": settings.sqlalchemy_url,
-        "OPENFT_TRAINING_THREADS": "1",
-        "OPENFT_WORKER_POLL_SECONDS": "0.2",
-        "OPENFT_HEARTBEAT_TIMEOUT_SECONDS": str(HEARTBEAT_TIMEOUT),
-        "OPENFT_EXECUTOR": "local",
-    }
-    log = (settings.home / f"worker-{index}.log").open("wb")
-    return subprocess.Popen([sys.executable, "-m", "openft", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def _wait_for(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 @pytest.fixture
 def workers(settings: Settings) -> Iterator[list[subprocess.Popen[bytes]]]:
-    procs = [_start_worker(settings, i) for i in range(N_WORKERS)]
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with running_workers(settings, N_WORKERS, heartbeat_timeout=HEARTBEAT_TIMEOUT) as procs:
+        yield procs
 
 
 @pytest.mark.timeout(2400)  # twenty training processes; minutes on a busy two-core machine
@@ -101,17 +68,17 @@ def test_three_workers_run_twenty_jobs_exactly_once_despite_a_sigkill(
                 return job.worker_id
             return None
 
-        victim_worker_id = _wait_for(victim_is_training, 600, "the first job to be training")
+        victim_worker_id = wait_for(victim_is_training, 600, "the first job to be training")
         victim = next(p for p in workers if f"-{p.pid}-" in victim_worker_id)
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait(timeout=30)
         # The training process dies with its worker (PR_SET_PDEATHSIG), before any re-queue.
-        _wait_for(lambda: not training_pids(victim_job), 30, "the orphaned training process to die")
+        wait_for(lambda: not training_pids(victim_job), 30, "the orphaned training process to die")
 
         def all_finished() -> bool:
             return all(store.get_job(j).status in ("succeeded", "failed", "cancelled") for j in jobs)
 
-        _wait_for(all_finished, 1800, "every job to finish")
+        wait_for(all_finished, 1800, "every job to finish")
         finals = {j: client.fine_tuning.jobs.retrieve(j) for j in jobs}
         assert {j: f.status for j, f in finals.items()} == dict.fromkeys(jobs, "succeeded"), {
             j: f.error for j, f in finals.items() if f.status != "succeeded"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from job_rows import job_row
 from openft.jobs import status as st
 from openft.jobs.recovery import LineEvents, prepare_attempt, worker_is_gone
 from openft.jobs.worker import Worker
@@ -30,20 +31,7 @@ def store(settings: Settings) -> Store:
 
 
 def _job(job_id: str, status: str = st.RUNNING, **extra: object) -> JobRow:
-    return JobRow(
-        id=job_id,
-        organization_id="org-personal",
-        model="openft/tiny-chat",
-        training_file="file-x",
-        validation_file=None,
-        status=status,
-        method={"type": "supervised"},
-        hyperparameters={},
-        seed=1,
-        model_name=f"ft:openft/tiny-chat:personal::{job_id[-8:]}",
-        created_at=int(time.time()),
-        **extra,  # type: ignore[arg-type]
-    )
+    return job_row(job_id, status, **extra)
 
 
 def _dead_pid() -> int:
@@ -53,16 +41,16 @@ def _dead_pid() -> int:
 
 
 def test_event_lines_become_events_once_across_attempts(store: Store) -> None:
-    store.insert_job(_job("ftjob-lines0001"))
+    store.insert_job(_job("ftjob-lines0001", worker_id="w1"))
     lines = [
         {"kind": "message", "time": 1.5, "level": "info", "message": "Loaded model", "data": {}},
         {"kind": "metrics", "time": 2.5, "step": 1, "train_loss": 2.0},
     ]
-    first = LineEvents(store, "ftjob-lines0001")
+    first = LineEvents(store, "ftjob-lines0001", "w1")
     assert [first.append(line, str(line["kind"])) for line in lines] == [True, True]
     assert [first.append(line, str(line["kind"])) for line in lines] == [False, False]
     # A new attempt reads the file again from its start, and redoes step 1 (a new timestamp).
-    second = LineEvents(store, "ftjob-lines0001")
+    second = LineEvents(store, "ftjob-lines0001", "w1")
     redone = {**lines[1], "time": 9.5}
     assert [second.append(line, str(line["kind"])) for line in [*lines, redone]] == [False, False, False]
     assert second.append({**lines[0], "time": 9.0}, "Loaded model") is True  # the new attempt's own message
@@ -70,7 +58,7 @@ def test_event_lines_become_events_once_across_attempts(store: Store) -> None:
 
 
 def test_a_checkpoint_is_recorded_once(store: Store) -> None:
-    store.insert_job(_job("ftjob-ckpt00001"))
+    store.insert_job(_job("ftjob-ckpt00001", worker_id="w1"))
 
     def row(n: int) -> CheckpointRow:
         return CheckpointRow(
@@ -84,8 +72,8 @@ def test_a_checkpoint_is_recorded_once(store: Store) -> None:
             adapter_path="jobs/x",
         )
 
-    assert add_checkpoint_once(store, row(1)) is True
-    assert add_checkpoint_once(store, row(2)) is False
+    assert add_checkpoint_once(store, row(1), held_by="w1", statuses=[st.RUNNING]) is True
+    assert add_checkpoint_once(store, row(2), held_by="w1", statuses=[st.RUNNING]) is False
     assert [c.id for c in store.list_checkpoints("ftjob-ckpt00001")[0]] == ["ftckpt-1"]
 
 

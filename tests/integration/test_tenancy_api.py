@@ -13,6 +13,7 @@ from openai import OpenAI
 from starlette.testclient import TestClient
 
 from openft.jobs import status as st
+from openft.jobs.transitions import transition
 from openft.store.keys import KeyStore
 from openft.store.rows import CheckpointRow, JobRow
 
@@ -47,7 +48,11 @@ def _succeed(app: FastAPI, job_id: str, steps: tuple[int, ...] = (3, 6)) -> JobR
     """Give a job the end a worker would give it: succeeded, with its model and checkpoints."""
     store = app.state.store
     job = store.get_job(job_id)
-    store.update_job(job_id, status=st.SUCCEEDED, fine_tuned_model=job.model_name, finished_at=int(time.time()))
+    transition(store, job_id, st.QUEUED, expect=st.VALIDATING)
+    transition(store, job_id, st.RUNNING, expect=st.QUEUED)
+    transition(
+        store, job_id, st.SUCCEEDED, expect=st.RUNNING, fine_tuned_model=job.model_name, finished_at=int(time.time())
+    )
     for step in steps:
         store.add_checkpoint(
             CheckpointRow(

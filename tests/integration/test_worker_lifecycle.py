@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from job_rows import job_row
 from openft.jobs import status as st
+from openft.jobs.transitions import transition
 from openft.jobs.worker import Worker
 from openft.settings import Settings
 from openft.store import Store, open_store
@@ -21,20 +23,7 @@ pytestmark = pytest.mark.integration
 
 
 def _job(job_id: str, status: str = st.QUEUED, **extra: object) -> JobRow:
-    return JobRow(
-        id=job_id,
-        organization_id="org-personal",
-        model="openft/tiny-chat",
-        training_file="file-x",
-        validation_file=None,
-        status=status,
-        method={"type": "supervised"},
-        hyperparameters={},
-        seed=1,
-        model_name=f"ft:openft/tiny-chat:personal::{job_id[-8:]}",
-        created_at=int(time.time()),
-        **extra,  # type: ignore[arg-type]
-    )
+    return job_row(job_id, status, **extra)
 
 
 @pytest.fixture
@@ -71,8 +60,14 @@ def test_a_job_whose_worker_died_is_requeued_then_failed(store: Store, settings:
     job = store.get_job("ftjob-orphan0001")
     assert job.status == st.QUEUED and job.worker_id is None and job.attempts == 1
     assert "re-queued" in store.list_events(job.id)[0][0].message
-    store.update_job(
-        job.id, status=st.RUNNING, worker_id="gone-again", heartbeat_at=stale, attempts=settings.max_job_attempts - 1
+    transition(
+        store,
+        job.id,
+        st.RUNNING,
+        expect=st.QUEUED,
+        worker_id="gone-again",
+        heartbeat_at=stale,
+        attempts=settings.max_job_attempts - 1,
     )
     worker.reap_stale_jobs(time.time())
     job = store.get_job(job.id)

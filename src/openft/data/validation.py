@@ -36,7 +36,7 @@ import codecs
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -102,12 +102,14 @@ def validate_file(
     max_errors: int = 20,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     max_examples: int | None = None,
+    progress: Callable[[], None] | None = None,
 ) -> FileReport:
     """Validate a JSONL file for ``method`` ("supervised", "dpo" or "reinforcement"), streaming.
 
     ``min_examples`` applies when ``purpose`` is "training"; a "validation" file needs one example.
-    After ``max_errors`` errors, lines are only counted, no longer parsed. Raises ValueError for an
-    unknown method or purpose, OSError when the file cannot be read.
+    After ``max_errors`` errors, lines are only counted, no longer parsed. ``progress`` is called
+    before each line; whatever it raises stops the validation (a worker's lost claim on the job).
+    Raises ValueError for an unknown method or purpose, OSError when the file cannot be read.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
@@ -118,6 +120,8 @@ def validate_file(
     n_examples = 0
     with open(path, "rb") as f:
         for line_no, raw in _read_lines(f, max_line_bytes):
+            if progress is not None:
+                progress()
             if raw is not None and not raw.strip():
                 continue
             n_examples += 1

@@ -22,24 +22,31 @@ import json
 import os
 import shutil
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from openft.jobs import status as st
 from openft.store import Store
 from openft.store.recovery import append_event_once, event_id_for, event_ids
 from openft.training.checkpointing import latest_state_dir
 from openft.training.events import EVENTS_FILE
 
 INPUTS_DIR = "inputs"
+COPY_CHUNK_BYTES = 8 * 1024 * 1024
+TRAINING = (st.RUNNING, st.PAUSED, st.QUEUED)
+"""Where a job's training process may still be writing lines for the worker holding it (a pause, or a
+pause and a resume, waits for the process to stop)."""
 KEEP_ON_RESTART = frozenset({EVENTS_FILE, INPUTS_DIR})
 """What a fresh start keeps of an earlier attempt: the events file (its lines are events already) and
 the job's pinned input files."""
 
 
-def pin_input(output_dir: Path, file_id: str, source: Path) -> Path:
+def pin_input(output_dir: Path, file_id: str, source: Path, *, progress: Callable[[], None] | None = None) -> Path:
     """Keep the job's own link to an input file, so deleting the file later cannot break the job.
 
-    A hard link shares the bytes without copying them (a copy where linking is not possible).
+    A hard link shares the bytes without copying them; where linking is not possible the file is
+    copied in chunks, calling ``progress`` before each (whatever it raises stops the copy).
     """
     target = output_dir / INPUTS_DIR / file_id
     if target.exists():
@@ -50,9 +57,21 @@ def pin_input(output_dir: Path, file_id: str, source: Path) -> Path:
     try:
         os.link(source, partial)
     except OSError:
-        shutil.copyfile(source, partial)
+        _copy(source, partial, progress)
     os.replace(partial, target)
     return target
+
+
+def _copy(source: Path, target: Path, progress: Callable[[], None] | None) -> None:
+    try:
+        with source.open("rb") as src, target.open("wb") as dst:
+            while chunk := src.read(COPY_CHUNK_BYTES):
+                if progress is not None:
+                    progress()
+                dst.write(chunk)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
 
 
 def pinned_input(output_dir: Path, file_id: str) -> Path | None:
@@ -89,23 +108,31 @@ def line_key(line: dict[str, Any]) -> str:
 
 
 class LineEvents:
-    """Turns a job's event lines into job events, each at most once."""
+    """Turns a job's event lines into job events, each at most once, while ``worker_id`` holds the job."""
 
-    def __init__(self, store: Store, job_id: str):
+    def __init__(self, store: Store, job_id: str, worker_id: str):
         self.store = store
         self.job_id = job_id
+        self.worker_id = worker_id
         self.seen = event_ids(store, job_id)
 
     def is_new(self, line: dict[str, Any]) -> bool:
         return event_id_for(self.job_id, line_key(line)) not in self.seen
 
     def append(self, line: dict[str, Any], message: str, **fields: Any) -> bool:
-        """Append the event for ``line`` (``fields``: level, type, data) unless it exists; whether it was new."""
+        """Append the event for ``line`` (``fields``: level, type, data) unless it exists; whether it was new.
+
+        Nothing is written once the worker no longer holds the job (taken over, or cancelled).
+        """
         event_id = event_id_for(self.job_id, line_key(line))
         if event_id in self.seen:
             return False
-        self.seen.add(event_id)
-        return append_event_once(self.store, self.job_id, line_key(line), message, **fields)
+        written = append_event_once(
+            self.store, self.job_id, line_key(line), message, held_by=self.worker_id, statuses=TRAINING, **fields
+        )
+        if written:
+            self.seen.add(event_id)
+        return written
 
 
 def worker_is_gone(worker_id: str) -> bool:

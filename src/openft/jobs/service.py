@@ -13,9 +13,10 @@ from typing import Any
 from openft import ids
 from openft.errors import InvalidJobState, InvalidRequest, JobNotFound, ModelNotFound, RateLimitExceeded
 from openft.files.service import FileService
-from openft.jobs import hyperparameters, webhooks
+from openft.jobs import hyperparameters
 from openft.jobs import status as st
 from openft.jobs.reinforcement import check_reinforcement_method
+from openft.jobs.transitions import transition
 from openft.models.catalog import find_base_model
 from openft.store import Store
 from openft.store.quotas import count_jobs
@@ -167,10 +168,12 @@ class JobService:
             InvalidJobState: the job has already finished.
         """
         job = self.get(principal, job_id)
-        changed = self.store.update_job(
+        changed = transition(
+            self.store,
             job_id,
-            expect_status=st.sources_of(st.CANCELLED),
-            status=st.CANCELLED,
+            st.CANCELLED,
+            expect=st.sources_of(st.CANCELLED),
+            events=["Fine-tuning job cancelled"],
             finished_at=int(time.time()),
             estimated_finish=None,
         )
@@ -179,8 +182,6 @@ class JobService:
             raise InvalidJobState(
                 f"Job {job_id} has already {job.status}; it cannot be cancelled.", param="fine_tuning_job_id"
             )
-        self.store.append_event(job_id, "Fine-tuning job cancelled")
-        webhooks.job_finished(self.store, job_id, st.CANCELLED)
         return self.get(principal, job_id)
 
     def pause(self, principal: Principal, job_id: str) -> JobRow:
@@ -193,13 +194,15 @@ class JobService:
         """
         job = self.get(principal, job_id)
         # The worker keeps its claim (worker_id) until the training process has stopped.
-        if not self.store.update_job(job_id, expect_status=st.sources_of(st.PAUSED), status=st.PAUSED):
+        paused = transition(
+            self.store, job_id, st.PAUSED, expect=st.sources_of(st.PAUSED), events=["Fine-tuning job paused"]
+        )
+        if not paused:
             job = self.get(principal, job_id)
             raise InvalidJobState(
                 f"Job {job_id} is {job.status}; only queued or running jobs can be paused.",
                 param="fine_tuning_job_id",
             )
-        self.store.append_event(job_id, "Fine-tuning job paused")
         return self.get(principal, job_id)
 
     def resume(self, principal: Principal, job_id: str) -> JobRow:
@@ -210,12 +213,11 @@ class JobService:
             InvalidJobState: the job is not paused.
         """
         job = self.get(principal, job_id)
-        if not self.store.update_job(job_id, expect_status=st.PAUSED, status=st.QUEUED):
+        if not transition(self.store, job_id, st.QUEUED, expect=st.PAUSED, events=["Fine-tuning job resumed"]):
             job = self.get(principal, job_id)
             raise InvalidJobState(
                 f"Job {job_id} is {job.status}; only paused jobs can be resumed.", param="fine_tuning_job_id"
             )
-        self.store.append_event(job_id, "Fine-tuning job resumed")
         return self.get(principal, job_id)
 
     def events(

@@ -1,7 +1,8 @@
 """The status machine of a fine-tuning job.
 
 ``validating_files -> queued -> running -> succeeded | failed | cancelled``, and
-``running | queued -> paused -> queued`` through pause/resume.
+``running | queued -> paused -> queued`` through pause/resume. ``TRANSITIONS`` is the truth:
+``jobs/transitions.py``, the only writer of a job's status, refuses any move it does not list.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ ACTIVE: frozenset[str] = frozenset({VALIDATING, QUEUED, RUNNING, PAUSED})
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     VALIDATING: frozenset({QUEUED, FAILED, CANCELLED}),
-    QUEUED: frozenset({RUNNING, PAUSED, FAILED, CANCELLED}),
+    # SUCCEEDED: paused and resumed while the run was finishing; it finished before it could stop.
+    QUEUED: frozenset({RUNNING, PAUSED, FAILED, CANCELLED, SUCCEEDED}),
     RUNNING: frozenset({SUCCEEDED, FAILED, CANCELLED, PAUSED, QUEUED}),
     # SUCCEEDED: the run finished in the moment between a pause request and its checkpoint.
     PAUSED: frozenset({QUEUED, CANCELLED, FAILED, SUCCEEDED}),

@@ -3,6 +3,7 @@
 Each line becomes, at most once, a job event (metrics under OpenAI's metric names), a checkpoint
 (published to blob storage and listed), a new ``estimated_finish``, or part of the outcome the worker
 acts on once the process exits (``result``, ``error``, ``stopped``), kept on the ``Running`` job.
+Each write is made only while the worker still holds the job (``Running.claim``).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from typing import Any
 from openft import ids
 from openft.files.service import FileService
 from openft.jobs import status as st
+from openft.jobs.claim import Claim
 from openft.jobs.executors import Handle
-from openft.jobs.recovery import LineEvents
+from openft.jobs.recovery import TRAINING, LineEvents
 from openft.settings import Settings
 from openft.store import Store
-from openft.store.recovery import add_checkpoint_once
+from openft.store.recovery import add_checkpoint_once, delete_checkpoints
 from openft.store.rows import CheckpointRow, JobRow
 
 
@@ -75,9 +77,10 @@ class Running:
     output_dir: Path
     events: LineEvents
     """Writes the training process's event lines as job events, each once (see jobs/recovery.py)."""
+    claim: Claim
+    """The worker's hold on the job, heartbeating while it trains; every write here is conditional on it."""
     error: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
-    last_heartbeat: float = 0.0
     kill_sent_at: float | None = None
     stop_sent_at: float | None = None
     """When the process was asked to save its state and stop (a pause)."""
@@ -99,7 +102,7 @@ def record_line(run: Running, line: dict[str, Any], *, store: Store, files: File
         step, total, elapsed = line["step"], line["total_steps"], line.get("elapsed_seconds")
         if elapsed and step:
             eta = int(time.time() + (total - step) * (elapsed / step))
-            store.update_job(job_id, expect_status=st.RUNNING, estimated_finish=eta)
+            store.update_job(job_id, expect_status=st.RUNNING, expect_worker=run.claim.worker_id, estimated_finish=eta)
     elif kind == "checkpoint" and run.events.is_new(line):
         name = ids.checkpoint_model_name(run.job.model_name, line["step"])
         adapter = run.output_dir / line["path"]
@@ -116,10 +119,12 @@ def record_line(run: Running, line: dict[str, Any], *, store: Store, files: File
                 metrics={k: v for k, v in line.get("metrics", {}).items() if v is not None},
                 adapter_path=str(adapter.relative_to(settings.home)),
             ),
+            held_by=run.claim.worker_id,
+            statuses=TRAINING,
         )
         run.events.append(line, f"Checkpoint created at step {line['step']} with Snapshot ID: {name}")
     elif kind == "checkpoint_deleted":
-        store.delete_checkpoint(job_id, line["step"])
+        delete_checkpoints(store, job_id, held_by=run.claim.worker_id, statuses=TRAINING, step=line["step"])
     elif kind == "result":
         run.result = line
     elif kind == "error":

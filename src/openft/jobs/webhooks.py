@@ -1,7 +1,7 @@
 """Webhooks: ``fine_tuning.job.succeeded|failed|cancelled`` sent to each endpoint of the job's organization.
 
-When a job reaches a terminal state, :func:`job_finished` writes one delivery row per endpoint (an
-outbox, in the same database as the job), and a worker's :class:`WebhookDispatcher` thread sends
+When a job reaches a terminal state, ``jobs/transitions.py`` writes one delivery row per endpoint (an
+outbox, in the same transaction as the job's change), and a worker's :class:`WebhookDispatcher` thread sends
 them, retrying failures with exponential backoff. Payloads follow OpenAI's ``WebhookFineTuningJob*``
 events (``{"id": "evt_…", "object": "event", "type": …, "created_at": …, "data": {"id": job_id}}``)
 and are signed with the Standard Webhooks scheme that ``openai.OpenAI().webhooks.unwrap`` verifies:
@@ -90,47 +90,6 @@ def new_endpoint(organization_id: str, url: str, events: list[str] | None = None
         created_at=int(time.time()),
         events=events,
     )
-
-
-def job_finished(store: Store, job_id: str, status: str) -> None:
-    """Queue the webhook event of a job that has just reached ``status``; never raises.
-
-    Called once per terminal transition (the transitions are compare-and-set, so only the caller
-    that made it happen calls this).
-    """
-    try:
-        event_type = EVENT_TYPES.get(status)
-        if event_type is None:
-            return
-        job = store.get_job(job_id)
-        webhooks = WebhookStore(store.engine)
-        endpoints = [e for e in webhooks.list_endpoints(job.organization_id) if not e.events or event_type in e.events]
-        if not endpoints:
-            return
-        now = int(time.time())
-        event_id = f"evt_{ids.new_model_short_id()}{ids.new_model_short_id()}{ids.new_model_short_id()}"
-        payload = json.dumps(
-            {"id": event_id, "object": "event", "type": event_type, "created_at": now, "data": {"id": job_id}},
-            separators=(",", ":"),
-        )
-        webhooks.add_deliveries(
-            [
-                WebhookDeliveryRow(
-                    id=f"whdel_{ids.new_model_short_id()}{ids.new_model_short_id()}",
-                    event_id=event_id,
-                    endpoint_id=e.id,
-                    organization_id=job.organization_id,
-                    event_type=event_type,
-                    payload=payload,
-                    status=PENDING,
-                    next_attempt_at=time.time(),
-                    created_at=now,
-                )
-                for e in endpoints
-            ]
-        )
-    except Exception:  # a webhook problem must never change the job's outcome
-        log.exception("job %s: could not queue its webhook event", job_id)
 
 
 class WebhookDispatcher:

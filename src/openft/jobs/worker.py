@@ -4,7 +4,10 @@
 torch: its executor (:mod:`openft.jobs.executors`) runs ``python -m openft.training spec.json``
 as a child process in its own process group, or in a Ray actor; the worker reads the event lines
 the training process writes and turns them into job events, checkpoints and the final job state.
-Jobs whose worker stopped heartbeating are re-queued (or failed after ``max_job_attempts``).
+Each job it holds heartbeats from claim to release, whatever step it is in (``jobs/claim.py``), and
+each of its writes for a job is conditional on still holding it; status changes go through
+``jobs/transitions.py``. Jobs whose worker stopped heartbeating are re-queued (or failed after
+``max_job_attempts``).
 """
 
 from __future__ import annotations
@@ -20,23 +23,26 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from openft.data.validation import first_error_message, validate_file
 from openft.errors import OpenFTError
 from openft.files.service import FileService
-from openft.jobs import hyperparameters, webhooks
 from openft.jobs import status as st
+from openft.jobs import webhooks
+from openft.jobs.claim import Claim, ClaimLost, heartbeat_every
 from openft.jobs.executors import Executor, make_executor
 from openft.jobs.reaper import Reaper
-from openft.jobs.recovery import LineEvents, pin_input, pinned_input, prepare_attempt, register_live_worker
+from openft.jobs.recovery import LineEvents, prepare_attempt, register_live_worker
 from openft.jobs.spec import resolve_spec
 from openft.jobs.training_lines import Running, record_line
+from openft.jobs.transitions import NewEvent, fail, release, transition
+from openft.jobs.validating import Validation, input_path
 from openft.settings import Settings
 from openft.store import Store
+from openft.store.recovery import delete_checkpoints
 from openft.store.rows import JobRow
+from openft.tenancy import Principal
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_EVERY = 2.0
 REAP_EVERY = 5.0
 KILL_GRACE = 3.0
 SHUTDOWN_GRACE = 10.0
@@ -53,6 +59,8 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         register_live_worker(self.worker_id)
         self.reaper = Reaper(settings, store, self.worker_id)
+        self.validation = Validation(settings, store, self.files)
+        self.heartbeat_every = heartbeat_every(settings.heartbeat_timeout_seconds)
         self.running: Running | None = None
         self._last_reap = 0.0
 
@@ -95,7 +103,6 @@ class Worker:
             self.executor.shutdown()
             return
         run = self.running
-        job_id = run.job.id
         # SIGTERM: the training process saves its full state at the end of its step, so the next
         # attempt loses nothing; a step that takes too long is cut short (the last state is used).
         run.handle.terminate()
@@ -107,18 +114,27 @@ class Worker:
         self._close(run)
         self.executor.shutdown()
         self.running = None
-        if run.result is not None and run.handle.poll() == 0:
-            self._succeed(run)
-            return
-        if self.store.update_job(
-            job_id,
-            expect_status=st.RUNNING,
-            expect_worker=self.worker_id,
-            status=st.QUEUED,
-            worker_id=None,
-            estimated_finish=None,
-        ):
-            self.store.append_event(job_id, "The worker was stopped; the job was moved back to the queue", level="warn")
+        try:
+            if run.result is not None and run.handle.poll() == 0:
+                self._succeed(run)
+                return
+            why = NewEvent("The worker was stopped; the job was moved back to the queue", level="warn")
+            transition(
+                self.store,
+                run.job.id,
+                st.QUEUED,
+                expect=st.RUNNING,
+                worker=self.worker_id,
+                events=[why],
+                worker_id=None,
+                estimated_finish=None,
+            )
+        finally:
+            run.claim.stop()
+
+    def _claim(self, job: JobRow) -> Claim:
+        """Start heartbeating a job this worker has just claimed."""
+        return Claim(self.store, job.id, self.worker_id, every=self.heartbeat_every).start()
 
     # -- validating_files ----------------------------------------------------------------------
     def validate_next_job(self) -> bool:
@@ -127,84 +143,34 @@ class Worker:
         )
         if job is None:
             return False
-        try:
-            self._validate(job)
-        except OpenFTError as exc:
-            self._fail(
-                job,
-                {"code": exc.code or "invalid_training_file", "message": exc.message, "param": exc.param},
-                from_status=st.VALIDATING,
-            )
+        with self._claim(job) as claim:
+            try:
+                self.validation.run(job, claim)
+            except ClaimLost:
+                log.info("job %s: validation stopped; the job is no longer this worker's", job.id)
+            except OpenFTError as exc:
+                error = {"code": exc.code or "invalid_training_file", "message": exc.message, "param": exc.param}
+                fail(self.store, job.id, error, expect=st.VALIDATING, worker=self.worker_id)
         return True
 
-    def _validate(self, job: JobRow) -> None:
-        method = job.method["type"]
-        report = validate_file(
-            self._file_path(job, job.training_file),
-            method,
-            purpose="training",
-            max_examples=self.settings.max_examples_per_file,
-        )
-        if not report.ok:
-            problem = first_error_message(report, file_kind="training")
-            assert problem is not None
-            self._fail(
-                job,
-                {"code": problem.code, "message": problem.message, "param": "training_file"},
-                from_status=st.VALIDATING,
-            )
-            return
-        if job.validation_file:
-            vreport = validate_file(
-                self._file_path(job, job.validation_file),
-                method,
-                purpose="validation",
-                min_examples=1,
-                max_examples=self.settings.max_examples_per_file,
-            )
-            if not vreport.ok:
-                problem = first_error_message(vreport, file_kind="validation")
-                assert problem is not None
-                self._fail(
-                    job,
-                    {"code": problem.code, "message": problem.message, "param": "validation_file"},
-                    from_status=st.VALIDATING,
-                )
-                return
-        for file_id in filter(None, (job.training_file, job.validation_file)):
-            pin_input(self.settings.jobs_dir / job.id, file_id, self._file_path(job, file_id))
-        for warning in report.warnings[:5]:
-            self.store.append_event(job.id, warning.message, level="warn")
-        # The method's own section holds every requested value (beta for DPO, ...); the job's
-        # top-level hyperparameters carry the three all methods share.
-        requested = (job.method.get(method) or {}).get("hyperparameters") or job.hyperparameters
-        resolved_all = hyperparameters.resolve_method(method, requested, report.n_examples)
-        resolved = {k: resolved_all[k] for k in hyperparameters.COMMON}
-        method_obj = dict(job.method)
-        method_obj[method] = {**method_obj.get(method, {}), "hyperparameters": resolved_all}
-        if self.store.update_job(
-            job.id,
-            expect_status=st.VALIDATING,
-            expect_worker=self.worker_id,
-            status=st.QUEUED,
-            worker_id=None,
-            hyperparameters=resolved,
-            method=method_obj,
-        ):
-            self.store.append_event(job.id, "Files validated, moving job to queued state")
-
     def _file_path(self, job: JobRow, file_id: str) -> Path:
-        # Validated inputs are pinned in the job's directory: a file deleted since stays readable to it.
-        pinned = pinned_input(self.settings.jobs_dir / job.id, file_id)
-        if pinned is not None:
-            return pinned
-        return self.files.local_path(self.store.get_file(file_id, job.organization_id))
+        return input_path(self.settings, self.store, self.files, job, file_id)
 
     # -- running -------------------------------------------------------------------------------
     def start_next_job(self) -> bool:
-        job = self.store.claim_next_job(self.worker_id, st.QUEUED, to_status=st.RUNNING)
+        job = self.store.claim_next_job(self.worker_id, st.QUEUED)
         if job is None:
             return False
+        claim = self._claim(job)
+        try:
+            self.running = self._start(job, claim)
+        finally:
+            if self.running is None:
+                claim.stop()
+        return True
+
+    def _start(self, job: JobRow, claim: Claim) -> Running | None:
+        """Prepare and launch the training process of a queued job this worker holds; None if none runs."""
         output_dir = self.settings.jobs_dir / job.id
         try:
             spec = resolve_spec(
@@ -216,18 +182,14 @@ class Worker:
                 registered_models=self.store.local_models(),
             )
         except OpenFTError as exc:
-            self._fail(
-                job,
-                {"code": exc.code or "invalid_request", "message": exc.message, "param": exc.param},
-                from_status=st.RUNNING,
-            )
-            return True
+            error = {"code": exc.code or "invalid_request", "message": exc.message, "param": exc.param}
+            fail(self.store, job.id, error, expect=st.QUEUED, worker=self.worker_id)
+            return None
         # An attempt continues from the last full state an earlier attempt (killed, re-queued,
         # paused) saved; with none it starts over, and the checkpoints it had are gone from disk.
         resume_from = prepare_attempt(output_dir)
         if resume_from is None:
-            for ckpt in self.store.list_checkpoints(job.id, limit=1000)[0]:
-                self.store.delete_checkpoint(job.id, ckpt.step_number)
+            delete_checkpoints(self.store, job.id, held_by=self.worker_id, statuses=(st.QUEUED,))
         spec = replace(
             spec,
             resume_from=str(resume_from) if resume_from else None,
@@ -236,37 +198,43 @@ class Worker:
         )
         spec_path = output_dir / "spec.json"
         spec.write(spec_path)
-        if job.started_at is None:
-            self.store.update_job(job.id, started_at=int(time.time()))
-        self.store.append_event(job.id, "Fine-tuning job started")
+        first_start = {"started_at": int(time.time())} if job.started_at is None else {}
+        started = transition(
+            self.store,
+            job.id,
+            st.RUNNING,
+            expect=st.QUEUED,
+            worker=self.worker_id,
+            events=["Fine-tuning job started"],
+            **first_start,
+        )
+        if not started:  # paused or cancelled while it was prepared: a paused job waits for its resume
+            release(self.store, job.id, expect=st.PAUSED, worker=self.worker_id)
+            return None
         try:
             handle = self.executor.launch(job, spec_path, output_dir)
         except Exception as exc:  # no process was started: the job must not stay running without one
             log.exception("job %s: could not start training", job.id)
             error = {"code": "server_error", "message": f"Could not start training: {exc}", "param": None}
-            self._fail(job, error, from_status=st.RUNNING)
-            return True
-        self.running = Running(
-            job=job,
-            handle=handle,
-            output_dir=output_dir,
-            events=LineEvents(self.store, job.id),
-            last_heartbeat=time.time(),
-        )
+            fail(self.store, job.id, error, expect=st.RUNNING, worker=self.worker_id)
+            return None
         log.info("job %s: training process started (%s)", job.id, handle.description)
-        return True
+        events = LineEvents(self.store, job.id, self.worker_id)
+        return Running(job=job, handle=handle, output_dir=output_dir, events=events, claim=claim)
 
     def pump_running(self) -> bool:
         run = self.running
         assert run is not None
         now = time.time()
         current = self.store.get_job(run.job.id)
-        if current.worker_id != self.worker_id or current.status not in (st.RUNNING, st.PAUSED, st.QUEUED):
+        held = current.worker_id == self.worker_id and current.status in (st.RUNNING, st.PAUSED, st.QUEUED)
+        if run.claim.lost or not held:
             # Cancelled (or taken from us): stop the training process now; its later lines are moot.
             if run.handle.poll() is None:
                 self._kill(run, force=run.kill_sent_at is not None and now - run.kill_sent_at > KILL_GRACE)
                 return False
             self._close(run)
+            run.claim.stop()
             self.running = None
             log.info("job %s: training stopped (status %s)", run.job.id, current.status)
             return True
@@ -275,9 +243,6 @@ class Worker:
         lines = run.handle.read_events()
         for line in lines:
             self._record(run, line)
-        if now - run.last_heartbeat > HEARTBEAT_EVERY:
-            run.last_heartbeat = now
-            self.store.heartbeat(run.job.id, self.worker_id, now)
         code = run.handle.poll()
         if code is None:
             return bool(lines)
@@ -285,18 +250,26 @@ class Worker:
             self._record(run, line)
         self._close(run)
         self.running = None
+        try:
+            self._finish(run, code, current)
+        finally:
+            run.claim.stop()
+        return True
+
+    def _finish(self, run: Running, code: int, current: JobRow) -> None:
+        """Record the outcome of a training process that exited with ``code``."""
         if run.stop_sent_at is not None or self.store.get_job(run.job.id).status in (st.PAUSED, st.QUEUED):
             self._finish_pause(run, code)  # paused while it ran, or while it was finishing
-            return True
+            return
         if code < 0 and run.error is None and run.result is None:
             # Killed by a signal (the OOM killer, an operator): the attempt is lost, not the job.
             why = f"The training process was killed ({_signal_name(-code)}; out of memory, or by an operator)"
             self.reaper.take_back(current, why=why, code="training_killed")
-            return True
+            return
         try:
             if code == 0 and run.result is not None:
                 self._succeed(run)
-                return True
+                return
             error = run.error or {
                 "code": "training_failed",
                 "message": f"The training process exited with code {code}. {self._log_tail(run)}".strip(),
@@ -305,14 +278,15 @@ class Worker:
         except Exception as exc:  # finishing must never leave the job running without a process
             log.exception("job %s: could not record the result", run.job.id)
             error = {"code": "server_error", "message": f"Could not record the job's result: {exc}", "param": None}
-        self._fail(run.job, error, from_status=st.RUNNING)
-        return True
+        fail(self.store, run.job.id, error, expect=st.RUNNING, worker=self.worker_id)
 
     def _record(self, run: Running, line: dict[str, Any]) -> None:
         record_line(run, line, store=self.store, files=self.files, settings=self.settings)
 
     def _succeed(self, run: Running, *, from_status: str | tuple[str, ...] = st.RUNNING) -> None:
         job, result = run.job, run.result or {}
+        if run.claim.lost:  # no results file for a job that is no longer ours
+            return
         result_files: list[str] = []
         csv_path = run.output_dir / result.get("results_csv", "results.csv")
         if csv_path.exists():
@@ -322,11 +296,13 @@ class Worker:
             result_files.append(row.id)
         adapter = run.output_dir / result.get("adapter_path", "adapter")
         self.files.blobs.publish(str(adapter.relative_to(self.settings.home)))
-        done = self.store.update_job(
+        done = transition(
+            self.store,
             job.id,
-            expect_status=from_status,
-            expect_worker=self.worker_id,
-            status=st.SUCCEEDED,
+            st.SUCCEEDED,
+            expect=from_status,
+            worker=self.worker_id,
+            events=[f"New fine-tuned model created: {job.model_name}", "The job has successfully completed"],
             fine_tuned_model=job.model_name,
             trained_tokens=int(result.get("trained_tokens", 0)),
             result_files=result_files,
@@ -335,21 +311,9 @@ class Worker:
         )
         if done:
             log.info("job %s succeeded: %s (%s)", job.id, job.model_name, adapter)
-            self.store.append_event(job.id, f"New fine-tuned model created: {job.model_name}")
-            self.store.append_event(job.id, "The job has successfully completed")
-            webhooks.job_finished(self.store, job.id, st.SUCCEEDED)
-
-    def _fail(self, job: JobRow, error: dict[str, Any], *, from_status: str) -> None:
-        if self.store.update_job(
-            job.id,
-            expect_status=from_status,
-            status=st.FAILED,
-            error=error,
-            finished_at=int(time.time()),
-            estimated_finish=None,
-        ):
-            self.store.append_event(job.id, error["message"], level="error")
-            webhooks.job_finished(self.store, job.id, st.FAILED)
+            return
+        for file_id in result_files:  # the job is no longer ours: leave no results file behind
+            self.files.delete(Principal(job.organization_id), file_id)
 
     def _kill(self, run: Running, *, force: bool) -> None:
         if force:
@@ -386,17 +350,17 @@ class Worker:
             self._succeed(run, from_status=(st.PAUSED, st.QUEUED))
             return
         if run.error is not None:
-            self._fail(run.job, run.error, from_status=current.status)
+            fail(self.store, run.job.id, run.error, expect=current.status, worker=self.worker_id)
             return
-        if self.store.update_job(
+        where = f"at step {run.stopped_step}" if run.stopped_step is not None else "at its last checkpoint"
+        release(
+            self.store,
             run.job.id,
-            expect_status=(st.PAUSED, st.QUEUED),
-            expect_worker=self.worker_id,
-            worker_id=None,
+            expect=(st.PAUSED, st.QUEUED),
+            worker=self.worker_id,
+            events=[f"Training stopped {where}; the job continues from there when resumed"],
             estimated_finish=None,
-        ):
-            where = f"at step {run.stopped_step}" if run.stopped_step is not None else "at its last checkpoint"
-            self.store.append_event(run.job.id, f"Training stopped {where}; the job continues from there when resumed")
+        )
 
     # -- reaper --------------------------------------------------------------------------------
     def reap_stale_jobs(self, now: float) -> None:

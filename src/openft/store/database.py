@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, and_, create_engine, delete, event, func, insert, or_, select, update
+from sqlalchemy import Engine, create_engine, delete, event, func, insert, select, update
 from sqlalchemy.engine import Row
 
 from openft import ids
@@ -23,6 +23,7 @@ from openft.errors import FileNotFound, JobNotFound
 from openft.store import schema as s
 from openft.store import statements as q
 from openft.store.file_expiry import unexpired
+from openft.store.job_writes import JobChange, change_job, claim_job
 from openft.store.rows import CheckpointRow, EventRow, FileRow, JobRow
 
 R = TypeVar("R")
@@ -149,9 +150,15 @@ class Store:
         expect_worker: str | None = None,
         **values: Any,
     ) -> bool:
-        """Compare-and-set: update only if the job is still in ``expect_status`` (and held by
-        ``expect_worker``). Returns whether the row changed, so racing writers never clobber
-        each other (a cancel and a success arriving together, say)."""
+        """Compare-and-set of a job's other fields: update only if the job is still in ``expect_status``
+        (and held by ``expect_worker``). Returns whether the row changed, so racing writers never
+        clobber each other. A job's status changes only through :meth:`change_job`.
+
+        Raises:
+            TypeError: ``values`` names ``status``.
+        """
+        if "status" in values:
+            raise TypeError("a job's status changes only through jobs/transitions.py (Store.change_job)")
         query = update(s.jobs).where(s.jobs.c.id == job_id)
         if expect_status is not None:
             statuses = [expect_status] if isinstance(expect_status, str) else list(expect_status)
@@ -160,6 +167,12 @@ class Store:
             query = query.where(s.jobs.c.worker_id == expect_worker)
         with self.engine.begin() as conn:
             return conn.execute(query.values(**values)).rowcount == 1
+
+    def change_job(self, job_id: str, change: JobChange) -> JobRow | None:
+        """Change a job, its status included, with its events and webhook outbox rows in one transaction
+        (see ``store/job_writes.py``); None when the change's conditions did not hold. Called only by
+        ``jobs/transitions.py``, which checks each move against the status table."""
+        return change_job(self.engine, job_id, change)
 
     def claim_next_job(
         self,
@@ -177,27 +190,7 @@ class Store:
         ``to_status``. Returns None when there is nothing to claim.
         """
         now = time.time() if now is None else now
-        free = s.jobs.c.worker_id.is_(None)
-        if stale_before is not None:
-            free = or_(free, s.jobs.c.heartbeat_at < stale_before)
-        candidate = select(s.jobs.c.id).where(s.jobs.c.status == status, free).order_by(s.jobs.c.seq).limit(1)
-        if self.is_postgres:
-            candidate = candidate.with_for_update(skip_locked=True)
-        values: dict[str, Any] = {"worker_id": worker_id, "heartbeat_at": now}
-        if to_status is not None:
-            values["status"] = to_status
-        query = (
-            update(s.jobs)
-            .where(s.jobs.c.id == candidate.scalar_subquery(), s.jobs.c.status == status, free)
-            .values(**values)
-            .returning(*s.jobs.c)
-        )
-        with self.engine.begin() as conn:
-            row = conn.execute(query).first()
-        return _to_row(JobRow, row) if row is not None else None
-
-    def heartbeat(self, job_id: str, worker_id: str, now: float | None = None) -> bool:
-        return self.update_job(job_id, expect_worker=worker_id, heartbeat_at=time.time() if now is None else now)
+        return claim_job(self.engine, worker_id, status, to_status=to_status, now=now, stale_before=stale_before)
 
     def stale_jobs(self, statuses: Iterable[str], stale_before: float) -> list[JobRow]:
         """Jobs held by a worker whose heartbeat stopped before ``stale_before``."""
@@ -272,14 +265,6 @@ class Store:
     def add_checkpoint(self, row: CheckpointRow) -> None:
         with self.engine.begin() as conn:
             conn.execute(insert(s.job_checkpoints).values(**_values(row)))
-
-    def delete_checkpoint(self, job_id: str, step_number: int) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                delete(s.job_checkpoints).where(
-                    and_(s.job_checkpoints.c.job_id == job_id, s.job_checkpoints.c.step_number == step_number)
-                )
-            )
 
     def list_checkpoints(
         self, job_id: str, *, after: str | None = None, limit: int = 10

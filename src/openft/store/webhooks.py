@@ -6,8 +6,9 @@ import time
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, insert, select, update
+from sqlalchemy import Connection, Engine, and_, delete, insert, select, update
 
+from openft import ids
 from openft.errors import NotFound
 from openft.store import schema as s
 
@@ -55,6 +56,34 @@ class WebhookDeliveryRow:
 def _row(cls: type[Any], row: Any) -> Any:
     names = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in row._mapping.items() if k in names})
+
+
+def queue_event_deliveries(
+    conn: Connection, *, organization_id: str, event_type: str, event_id: str, payload: str, now: float
+) -> int:
+    """Write the outbox rows of one event on ``conn``: one per endpoint of ``organization_id`` that takes
+    ``event_type``. Runs inside the transaction that changes the job, so the event is queued exactly
+    when that change commits. Returns how many rows were written."""
+    t = s.webhook_endpoints
+    query = select(t).where(t.c.organization_id == organization_id).order_by(t.c.seq)
+    endpoints = [e for e in conn.execute(query) if not e.events or event_type in e.events]
+    rows = [
+        WebhookDeliveryRow(
+            id=f"whdel_{ids.new_model_short_id()}{ids.new_model_short_id()}",
+            event_id=event_id,
+            endpoint_id=e.id,
+            organization_id=organization_id,
+            event_type=event_type,
+            payload=payload,
+            status=PENDING,
+            next_attempt_at=now,
+            created_at=int(now),
+        )
+        for e in endpoints
+    ]
+    if rows:
+        conn.execute(insert(s.webhook_deliveries), [asdict(r) for r in rows])
+    return len(rows)
 
 
 class WebhookStore:
