@@ -89,7 +89,7 @@ def _trial() -> Confinement:
     if outcome.reward in ESCAPES:
         return Confinement(False, mechanism, steps, f"a trial grader was not confined: {ESCAPES[outcome.reward]}")
     if outcome.reward != 1.0:
-        why = (outcome.details or outcome.error or "no result").strip()
+        why = (outcome.details or outcome.error or "no result").strip().rstrip(".")
         return Confinement(False, mechanism, steps, f"a trial grader failed in {mechanism}: {why[-600:]}")
     if not REQUIRED_STEPS <= set(steps):
         missing = ", ".join(sorted(REQUIRED_STEPS - set(steps)))

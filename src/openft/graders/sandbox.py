@@ -170,6 +170,8 @@ def _run(launch: _Launch, payload: bytes, limits: SandboxLimits, started: float)
         finally:
             _kill_group(process)
         result = _parse_reply(process.returncode, _tail(out), _tail(err), time.monotonic() - started)
+    if result.error == "server" and not result.sandbox:
+        return result  # the sandbox was not set up: no step to report, and the grader never ran
     return SandboxResult(result.reward, result.error, result.details, launch.steps + result.sandbox, result.seconds)
 
 
