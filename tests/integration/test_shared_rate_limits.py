@@ -152,3 +152,19 @@ def test_database_counter_window_starts_over(database_url: str) -> None:
     storage.clear("k")
     assert storage.get("k") == 0 and storage.get("j") == 1
     assert storage.check() and storage.reset() == 1 and storage.get("j") == 0
+
+
+def test_database_counter_outlives_its_connections(database_url: str) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has no server to drop a connection")
+    storage = DatabaseStorage(open_store(database_url).engine)
+    assert storage.incr("k", 60) == 1
+    with open_store(database_url, upgrade=False).engine.connect() as conn:  # as a server restart would
+        dropped = conn.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar_one()
+    assert dropped >= 1
+    assert storage.incr("k", 60) == 2  # a dead pooled connection is replaced, not a failed request

@@ -14,9 +14,9 @@ import time
 from typing import Any
 
 from limits.storage import Storage
-from sqlalchemy import Engine, bindparam, case, delete, select
+from sqlalchemy import Engine, bindparam, case, create_engine, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from openft.store import schema as s
 
@@ -45,6 +45,16 @@ _LIVE = select(_COUNTERS.c["count"], _COUNTERS.c.expires_at).where(
 )
 
 
+def _counter_engine(engine: Engine) -> Engine:
+    """The engine the counters use. SQLite: the store's own (its pragmas, its busy timeout). PostgreSQL: a
+    small one of its own in autocommit, without a ping at each checkout, so that a hit is one round trip
+    instead of four (ping, BEGIN, upsert, COMMIT): about half the time per request here. A connection
+    found dead is retried once (:meth:`DatabaseStorage.incr`), which is what the ping was for."""
+    if engine.dialect.name != "postgresql":
+        return engine
+    return create_engine(engine.url, isolation_level="AUTOCOMMIT", pool_size=4, max_overflow=16)
+
+
 class DatabaseStorage(Storage):
     """A ``limits`` storage (fixed windows) in the ``rate_limit_counters`` table of ``engine``.
 
@@ -58,7 +68,7 @@ class DatabaseStorage(Storage):
         if engine.dialect.name not in ("postgresql", "sqlite"):
             raise ValueError(f"rate-limit counters need PostgreSQL or SQLite, not {engine.dialect.name}")
         super().__init__(wrap_exceptions=wrap_exceptions)
-        self.engine = engine
+        self.engine = _counter_engine(engine)
         self._increment = _increment_statement(engine.dialect.name)
 
     @property
@@ -67,10 +77,17 @@ class DatabaseStorage(Storage):
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         """Add ``amount`` to ``key``'s count (a fresh window of ``expiry`` seconds if its window is over)."""
-        now = time.time()
-        params = {"key": key, "amount": amount, "expires_at": now + expiry, "now": now}
-        with self.engine.begin() as conn:
-            return int(conn.execute(self._increment, params).scalar_one())
+        for retry in (False, True):
+            now = time.time()
+            params = {"key": key, "amount": amount, "expires_at": now + expiry, "now": now}
+            try:
+                with self.engine.begin() as conn:
+                    return int(conn.execute(self._increment, params).scalar_one())
+            except DBAPIError as exc:
+                # A pooled connection the server closed (a restart): once more, on a new connection.
+                if retry or not exc.connection_invalidated:
+                    raise
+        raise AssertionError("unreachable")
 
     def _live(self, key: str) -> tuple[int, float] | None:
         with self.engine.connect() as conn:
