@@ -74,8 +74,9 @@ class Settings(BaseSettings):
     """Most megabytes of models kept loaded in a serving process (each counted as its parameter and
     buffer bytes plus its adapters' weights); beyond it the least recently used idle base model or full
     fine-tune is unloaded, and loaded again by its next request. A model with requests in flight is
-    never unloaded: the budget is exceeded until it is idle. Unset: half of the serving device's memory
-    (RAM within the process's cgroup limit on CPU, the GPU's memory on CUDA)."""
+    never unloaded (the budget is exceeded until it is idle), nor the most recently used one unless a
+    load needs its room (a model larger than the budget is served, with a warning). Unset: half of the
+    serving device's memory (RAM within the process's cgroup limit on CPU, the GPU's memory on CUDA)."""
 
     serving_generation_threads: int = Field(default=64, ge=1)
     """Threads an API process lends to inference requests (generation, and the model loading before

@@ -6,7 +6,8 @@
   each counts its measured resident size (parameter and buffer bytes, plus its adapters' bytes). A
   model with requests in flight is never unloaded: the pool exceeds its budget for a while instead,
   and unloads that model once it is idle (right after its last request ends, or at the next load).
-  The next request for an unloaded model loads it again.
+  Nor is the most recently used one, unless a load needs its room: a model larger than the budget
+  alone is served, not reloaded for every request. The next request for an unloaded model loads it again.
 * Adapters are read on first use (``lora_weights.read_lora``) into their base's ``lora_stack.LoraStack``,
   under a name derived from the served id, and kept in a least-recently-used order. When the adapters
   of one base need more than ``budget_bytes`` (their weights' bytes) or number more than
@@ -241,6 +242,13 @@ class ModelPool:
                     self._loaded[base.id] = loaded
                     self._sizes[base.id] = loaded.weight_bytes
                     self.base_loads[base.id] += 1
+                    if loaded.weight_bytes > self._budget():
+                        log.warning(
+                            "base model %s (%.1f MB) alone exceeds the %.1f MB serving budget",
+                            base.id,
+                            loaded.weight_bytes / 2**20,
+                            self._budget() / 2**20,
+                        )
         self._evict()
         return loaded
 
@@ -291,7 +299,8 @@ class ModelPool:
         return sum(loaded.resident_bytes for loaded in self._loaded.values())
 
     def _evict(self, room: int = 0) -> None:
-        """Unload idle models, least recently used first, until the loaded ones plus ``room`` bytes fit."""
+        """Unload idle models, least recently used first, until the loaded ones plus ``room`` bytes fit
+        (without a load to make room for, the most recently used one stays)."""
         with self._guard:
             victims = self._victims(room) if self._loaded else []
         self._unload(victims)
@@ -301,7 +310,8 @@ class ModelPool:
         budget = self._budget()
         total = self._total_bytes() + room
         victims: list[LoadedBase] = []
-        for base_id, candidate in list(self._loaded.items()):
+        candidates = list(self._loaded.items())
+        for base_id, candidate in candidates if room else candidates[:-1]:
             if total <= budget:
                 break
             if candidate.in_flight:

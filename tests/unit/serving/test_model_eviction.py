@@ -1,9 +1,10 @@
 """HFBackend's base models under a memory budget, on tiny-chat and a twin with other weights: the least
 recently used idle model is unloaded (its engine thread stopped) and reloaded on demand; a model with a
-request in flight is kept, over budget, until that request ends."""
+request in flight is kept, over budget, until that request ends; one larger than the budget is served."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -81,19 +82,35 @@ def test_a_model_with_a_request_in_flight_is_never_evicted(
     models_dir: Path, tiny: ServedModel, twin: ServedModel, model_mb: float
 ) -> None:
     backend = HFBackend(models_dir, device="cpu", model_budget_mb=1.5 * model_mb)
+    before = set(threading.enumerate())
     # Seeded sampling that runs to max_tokens on tiny-chat (no early end of turn).
     stream = backend.stream_chat(tiny, HI, SamplingParams(max_tokens=400, temperature=1.0, seed=3))
     next(stream)
+    engine = _new_engine_thread(before, TINY_CHAT)
 
-    # Loading the twin puts the pool over budget; tiny-chat, least recently used but busy, stays.
+    # Loading the twin puts the pool over budget; tiny-chat, least recently used but busy, stays (and
+    # so does the twin, the most recently used).
     assert backend.chat(twin, HI, SEEDED).completion_tokens > 0
-    assert backend.base_evictions[TINY_CHAT] == 0
-    # The twin, idle now, is the one that goes, which brings the pool back within budget.
-    wait_for(lambda: backend.loaded() == {TINY_CHAT: []}, 10, "the idle twin unloaded")
-    assert backend.base_evictions == {TWIN: 1}
+    assert backend.loaded() == {TINY_CHAT: [], TWIN: []}
+    assert backend.base_evictions == {}
 
     rest = list(stream)
     assert rest[-2].finish_reason == "length"
     assert rest[-1].usage is not None and rest[-1].usage[1] == 400  # its whole answer, on the model it began on
-    assert backend.loaded() == {TINY_CHAT: []}  # within budget: it stays once idle
+    # Idle now, and the least recently used: it goes as soon as its request has ended.
+    wait_for(lambda: backend.loaded() == {TWIN: []}, 10, "tiny-chat unloaded once idle")
+    assert backend.base_evictions == {TINY_CHAT: 1}
+    wait_for(lambda: not engine.is_alive(), 10, "its engine thread ends")
     assert backend.base_loads == {TINY_CHAT: 1, TWIN: 1}
+
+
+def test_a_model_larger_than_the_budget_is_served_without_reloading(
+    models_dir: Path, tiny: ServedModel, model_mb: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = HFBackend(models_dir, device="cpu", model_budget_mb=model_mb / 2)
+    with caplog.at_level(logging.WARNING, logger="openft.serving.pool"):
+        first = backend.chat(tiny, HI, SEEDED)
+    assert "alone exceeds the" in caplog.text
+    assert backend.chat(tiny, HI, SEEDED) == first
+    assert backend.loaded() == {TINY_CHAT: []}
+    assert backend.base_loads == {TINY_CHAT: 1} and backend.base_evictions == {}
