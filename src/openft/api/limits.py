@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 MULTIPART_OVERHEAD = 1024 * 1024
 """Room for multipart boundaries and form fields around a file's bytes."""
 
+WARN_EVERY_SECONDS = 60.0
+"""How often a rate limiter that fails open says so while its storage stays down."""
+
 _PART_PATH = re.compile(r"^/v1/uploads/[^/]+/parts/?$")
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 
@@ -148,6 +151,9 @@ class RateLimiter:
         # so its further requests are answered without a round trip to the storage.
         self._refused_until: dict[str, float] = {}
         self._blocking = not isinstance(storage, MemoryStorage)
+        self._last_warning = 0.0
+        if fail_open and self.item is not None:
+            log.warning("OPENFT_RATE_LIMIT_FAIL_OPEN: requests go unlimited while the rate-limit storage is down")
 
     @classmethod
     def from_settings(cls, settings: Settings, engine: Engine) -> RateLimiter:
@@ -172,7 +178,9 @@ class RateLimiter:
             reset = self.strategy.get_window_stats(self.item, key).reset_time
         except StorageError as exc:
             if self.fail_open:
-                log.warning("rate limit not applied: its storage failed (%s)", exc.storage_error)
+                if time.monotonic() - self._last_warning > WARN_EVERY_SECONDS:  # not once per request
+                    self._last_warning = time.monotonic()
+                    log.warning("rate limit not applied: its storage failed (%s)", exc.storage_error)
                 return 0.0
             raise ServiceUnavailable(
                 "The rate limit could not be checked: its storage is unreachable. Please try again shortly."
