@@ -22,7 +22,6 @@ import pytest
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
-    AutoModelForCausalLM,
     AutoTokenizer,
     GPT2Config,
     GPT2LMHeadModel,
@@ -33,11 +32,12 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from gguf_support import gguf_file, greedy, load_gguf, prompt_ids
 from openft.errors import InvalidRequest
 from openft.models.catalog import TINY_CHAT, BaseModel, find_base_model
 from openft.models.loader import load_model_and_tokenizer, model_directory
 from openft.serving.backend import SamplingParams, ServedModel
-from openft.serving.export import MARKER, export_model
+from openft.serving.export import export_model
 from openft.serving.gguf_vocab import LLAMA3_SPLIT, QWEN2_SPLIT, gguf_vocab
 from openft.serving.hf import HFBackend
 from openft.training.spec import TrainingSpec
@@ -111,42 +111,8 @@ def exports(trained: ServedModel, models_dir: Path, tmp_path_factory: pytest.Tem
     files = {}
     for quantization in ("f16", "bf16", "q8_0"):
         out = export_model(trained, models_dir, root / quantization, fmt="gguf", quantization=quantization)
-        files[quantization] = out / json.loads((out / MARKER).read_text())["file"]
+        files[quantization] = gguf_file(out)
     return files
-
-
-def _load_gguf(path: Path) -> tuple[Any, Any]:
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-    return model.eval(), AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-
-
-def _prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> torch.Tensor:
-    rendered = tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-    )
-    return rendered["input_ids"]
-
-
-def _greedy(model: Any, tokenizer: Any, messages: list[dict[str, str]]) -> tuple[list[str], list[float]]:
-    """Greedy tokens (as text, the end-of-turn token left out, as openft reports them) and their logprobs."""
-    ids = _prompt_ids(tokenizer, messages)
-    with torch.no_grad():
-        out = model.generate(
-            ids,
-            do_sample=False,
-            max_new_tokens=MAX_TOKENS,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            output_logits=True,
-            return_dict_in_generate=True,
-        )
-    new = out.sequences[0, ids.shape[1] :].tolist()
-    logprobs = [
-        torch.log_softmax(step[0].float(), -1)[token].item() for step, token in zip(out.logits, new, strict=True)
-    ]
-    if new and new[-1] == tokenizer.eos_token_id:
-        new, logprobs = new[:-1], logprobs[:-1]
-    return [tokenizer.decode([token]) for token in new], logprobs
 
 
 def _served(backend: HFBackend, model: ServedModel, messages: list[dict[str, str]]) -> tuple[list[str], list[float]]:
@@ -219,10 +185,10 @@ def test_metadata_tensors_and_tokenizer_are_llama_cpp_s(
 def test_f16_and_bf16_give_the_served_greedy_tokens(
     quantization: str, exports: dict[str, Path], trained: ServedModel, backend: HFBackend
 ) -> None:
-    model, tokenizer = _load_gguf(exports[quantization])
+    model, tokenizer = load_gguf(exports[quantization])
     for messages in PROMPTS:
         served_tokens, served_logprobs = _served(backend, trained, messages)
-        tokens, logprobs = _greedy(model, tokenizer, messages)
+        tokens, logprobs = greedy(model, tokenizer, messages, MAX_TOKENS)
         assert tokens == served_tokens
         assert max(abs(a - b) for a, b in zip(logprobs, served_logprobs, strict=True)) < LOGPROB_TOL[quantization]
     # The fine-tune was learned, so the comparison is between confident answers, not noise.
@@ -236,13 +202,13 @@ def test_q8_0_logits_are_within_the_stated_tolerance(
 
     base, tokenizer = load_model_and_tokenizer(trained.base, models_dir)
     reference = PeftModel.from_pretrained(base, trained.adapter_dir).merge_and_unload().eval()
-    model, gguf_tokenizer = _load_gguf(exports["q8_0"])
+    model, gguf_tokenizer = load_gguf(exports["q8_0"])
     worst = 0.0
     for messages in PROMPTS:
-        ids = _prompt_ids(tokenizer, [*messages, {"role": "assistant", "content": ANSWER}])
-        assert ids.equal(_prompt_ids(gguf_tokenizer, [*messages, {"role": "assistant", "content": ANSWER}]))
+        ids = prompt_ids(tokenizer, [*messages, {"role": "assistant", "content": ANSWER}])
+        assert ids.equal(prompt_ids(gguf_tokenizer, [*messages, {"role": "assistant", "content": ANSWER}]))
         worst = max(worst, (_logits(model, ids) - _logits(reference, ids)).abs().max().item())
-        assert _greedy(model, gguf_tokenizer, messages)[0] == _served(backend, trained, messages)[0]
+        assert greedy(model, gguf_tokenizer, messages, MAX_TOKENS)[0] == _served(backend, trained, messages)[0]
     assert 0 < worst < Q8_0_LOGIT_TOL
 
 
@@ -254,8 +220,8 @@ def test_weights_round_trip_exactly_at_the_stored_precision(
 
     base, tokenizer = load_model_and_tokenizer(trained.base, models_dir)
     reference = _rounded(PeftModel.from_pretrained(base, trained.adapter_dir).merge_and_unload(), dtype)
-    model, _ = _load_gguf(exports[quantization])
-    ids = _prompt_ids(tokenizer, PROMPTS[2])
+    model, _ = load_gguf(exports[quantization])
+    ids = prompt_ids(tokenizer, PROMPTS[2])
     torch.testing.assert_close(_logits(model, ids), _logits(reference, ids), atol=2e-5, rtol=0)
 
 
@@ -299,7 +265,7 @@ def _full_fine_tune(directory: Path, name: str) -> ServedModel:
 def test_qwen2_and_mistral_full_fine_tunes(arch: str, tmp_path: Path, models_dir: Path) -> None:
     served = _full_fine_tune(_tiny_local_model(tmp_path, arch, models_dir), f"ft:local/{arch}:personal::full0001")
     out = export_model(served, models_dir, tmp_path / "out", fmt="gguf")
-    path = out / json.loads((out / MARKER).read_text())["file"]
+    path = gguf_file(out)
     fields = _fields(path)
     names = {t.name for t in gguf.GGUFReader(path).tensors}
     if arch == "qwen2":
@@ -310,9 +276,9 @@ def test_qwen2_and_mistral_full_fine_tunes(arch: str, tmp_path: Path, models_dir
         assert fields["llama.attention.key_length"] == 32 and fields["llama.rope.dimension_count"] == 32
         assert "output.weight" not in names
     reference, tokenizer = load_model_and_tokenizer(served.base, models_dir)
-    model, gguf_tokenizer = _load_gguf(path)
-    ids = _prompt_ids(tokenizer, PROMPTS[2])
-    assert ids.equal(_prompt_ids(gguf_tokenizer, PROMPTS[2]))
+    model, gguf_tokenizer = load_gguf(path)
+    ids = prompt_ids(tokenizer, PROMPTS[2])
+    assert ids.equal(prompt_ids(gguf_tokenizer, PROMPTS[2]))
     torch.testing.assert_close(_logits(model, ids), _logits(_rounded(reference, torch.float16), ids), atol=1e-4, rtol=0)
 
 
