@@ -11,20 +11,12 @@ import openai
 import pytest
 from e2e_support import start_live_server, stop_live_server
 from openai import OpenAI
+from scale_out_support import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ASSETS = Path(__file__).parents[1] / "assets"
 TINY = "openft/tiny-chat"
 DATA = (ASSETS / "tiny_train.jsonl").read_bytes()
-
-
-def _wait_for(condition: Any, what: str, timeout: float = 240) -> Any:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _status_in(client: OpenAI, job_id: str, *statuses: str) -> Any:
@@ -47,18 +39,18 @@ def test_a_job_trains_on_its_pinned_copy_of_an_expired_file(
         keep = client.files.create(file=("keep.jsonl", DATA), purpose="fine-tune").id
         # A long job holds the worker, so the next one is validated (and pins its file) but waits queued.
         busy = client.fine_tuning.jobs.create(model=TINY, training_file=keep, hyperparameters={"n_epochs": 50})
-        _wait_for(lambda: _status_in(client, busy.id, "running"), "the first job to run")
+        wait_for(lambda: _status_in(client, busy.id, "running"), 240, "the first job to run")
         short = client.files.create(
             file=("short.jsonl", DATA), purpose="fine-tune", expires_after={"anchor": "created_at", "seconds": 4}
         )
         job = client.fine_tuning.jobs.create(model=TINY, training_file=short.id, hyperparameters={"n_epochs": 1})
-        _wait_for(lambda: _status_in(client, job.id, "queued"), "the second job to be validated", timeout=30)
+        wait_for(lambda: _status_in(client, job.id, "queued"), 30, "the second job to be validated")
         assert time.time() < short.expires_at, "validation took longer than the file lived"
         assert client.fine_tuning.jobs.pause(job.id).status == "paused"
         client.fine_tuning.jobs.cancel(busy.id)
 
         blob = tmp_path / "files" / short.id
-        _wait_for(lambda: not blob.exists(), "the sweep to delete the expired file's bytes", timeout=60)
+        wait_for(lambda: not blob.exists(), 60, "the sweep to delete the expired file's bytes")
         with pytest.raises(openai.NotFoundError):
             client.files.retrieve(short.id)
         with pytest.raises(openai.NotFoundError):
@@ -67,7 +59,8 @@ def test_a_job_trains_on_its_pinned_copy_of_an_expired_file(
         assert (tmp_path / "jobs" / job.id / "inputs" / short.id).read_bytes() == DATA
 
         assert client.fine_tuning.jobs.resume(job.id).status == "queued"
-        done = _wait_for(lambda: _status_in(client, job.id, "succeeded", "failed", "cancelled"), "the job to end")
+        ended = ("succeeded", "failed", "cancelled")
+        done = wait_for(lambda: _status_in(client, job.id, *ended), 240, "the job to end")
         assert done.status == "succeeded", done.error
         assert done.training_file == short.id and done.trained_tokens
     finally:
