@@ -128,7 +128,7 @@ def test_a_file_that_expired_before_validation_fails_its_job(expiring: tuple[Fas
     assert failed.error.code == "file_not_found" and failed.error.message == f"No such File object: {short.id}"
 
 
-def test_several_sweepers_at_once_delete_each_file_once(settings: Settings, tmp_path: Path) -> None:
+def test_several_sweepers_at_once_delete_each_file_once(settings: Settings) -> None:
     app = create_app(settings.model_copy(update={"file_sweep_seconds": 3600}), embedded_worker=False)
     store: Store = app.state.store
     now = int(time.time())
