@@ -208,6 +208,7 @@ def _write_vocab(writer: _Writer, vocab: GGUFVocab) -> None:
     }
     for key, token_id in vocab.special_ids.items():
         adders[key](token_id)
+    writer.add_add_space_prefix(False)  # gguf_vocab refuses a tokenizer that adds one
     writer.add_add_bos_token(vocab.add_bos)
     writer.add_add_eos_token(vocab.add_eos)
     if vocab.chat_template:

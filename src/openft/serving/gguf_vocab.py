@@ -103,15 +103,19 @@ def pre_tokenizer_name(spec: dict[str, Any]) -> str:
     return name
 
 
+def _byte_level_parts(node: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if not node:
+        return []
+    parts = node.get("pretokenizers") or node.get("decoders") or [node]
+    return [part for part in parts if part.get("type") == "ByteLevel"]
+
+
 def _check_byte_level(spec: dict[str, Any]) -> None:
+    if any(part.get("add_prefix_space") for part in _byte_level_parts(spec.get("pre_tokenizer"))):
+        # llama.cpp's gpt2 tokenizer never puts a space before the text.
+        raise _refuse("the tokenizer adds a space before the text (add_prefix_space), which llama.cpp does not.")
     model = spec.get("model") or {}
-    decoder = spec.get("decoder") or {}
-    decoders = decoder.get("decoders", [decoder]) if decoder.get("type") == "Sequence" else [decoder]
-    if (
-        model.get("type") != "BPE"
-        or model.get("byte_fallback")
-        or not any(d.get("type") == "ByteLevel" for d in decoders)
-    ):
+    if model.get("type") != "BPE" or model.get("byte_fallback") or not _byte_level_parts(spec.get("decoder")):
         kind = model.get("type", "unknown")
         raise _refuse(
             f"only byte-level BPE tokenizers (GPT-2 style) can be written; this one is a {kind} tokenizer"

