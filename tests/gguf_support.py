@@ -18,9 +18,10 @@ def gguf_file(export_dir: Path) -> Path:
     return export_dir / json.loads((export_dir / MARKER).read_text())["file"]
 
 
-def load_gguf(path: Path) -> tuple[Any, Any]:
-    """The model (fp32, eval mode) and tokenizer transformers builds from the GGUF file ``path``."""
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+def load_gguf(path: Path, **config: Any) -> tuple[Any, Any]:
+    """The model (fp32, eval mode) and tokenizer transformers builds from the GGUF file ``path``
+    (``config``: settings its GGUF reader does not infer, such as ``attention_bias``)."""
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32, **config)
     return model.eval(), AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
 
 

@@ -4,9 +4,10 @@ openft serves.
 A real supervised run of openft/tiny-chat (the training process a job runs) gives the fine-tune.
 f16 and bf16 exports give the served greedy tokens; q8_0 gives logits within ``Q8_0_LOGIT_TOL``.
 Weights are checked exactly against the served model rounded to the stored precision, which pins
-tensor names, the Q/K row order and the hyperparameters; tiny random Qwen2 and Mistral models
-(served as full fine-tunes) cover llama.cpp's qwen2 architecture, an untied output layer, attention
-biases and the sliding window.
+tensor names, the Q/K row order and the hyperparameters; tiny random Qwen2, Mistral and Llama models
+(served as full fine-tunes) cover llama.cpp's qwen2 architecture, untied output layers, attention
+biases, a head size other than hidden / heads and the sliding window. A SmolLM2 export is compared
+with the GGUF llama.cpp's converter made of the same weights (slow).
 """
 
 from __future__ import annotations
@@ -21,14 +22,14 @@ import gguf
 import numpy as np
 import pytest
 import torch
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
     AutoTokenizer,
     GPT2Config,
     GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
-    PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen2ForCausalLM,
 )
@@ -39,7 +40,8 @@ from openft.models.catalog import SMOLLM2, TINY_CHAT, BaseModel, find_base_model
 from openft.models.loader import load_model_and_tokenizer, model_directory
 from openft.serving.backend import SamplingParams, ServedModel
 from openft.serving.export import export_model
-from openft.serving.gguf_vocab import LLAMA3_SPLIT, QWEN2_SPLIT, gguf_vocab
+from openft.serving.gguf_export import gguf_architecture, write_gguf
+from openft.serving.gguf_vocab import gguf_vocab
 from openft.serving.hf import HFBackend
 from openft.training.spec import TrainingSpec
 
@@ -243,6 +245,8 @@ def _tiny_local_model(root: Path, arch: str, models_dir: Path) -> Path:
     torch.manual_seed(1)
     if arch == "qwen2":  # untied output layer and q/k/v biases
         model: Any = Qwen2ForCausalLM(Qwen2Config(**shape, tie_word_embeddings=False))
+    elif arch == "llama":  # attention biases, reordered with their Q/K rows, and an untied output layer
+        model = LlamaForCausalLM(LlamaConfig(**shape, attention_bias=True, tie_word_embeddings=False))
     elif arch == "mistral":
         model = MistralForCausalLM(MistralConfig(**shape, sliding_window=512, head_dim=32, tie_word_embeddings=True))
     else:
@@ -262,8 +266,8 @@ def _full_fine_tune(directory: Path, name: str) -> ServedModel:
     return ServedModel(id=name, base=own, adapter_dir=None)
 
 
-@pytest.mark.parametrize("arch", ["qwen2", "mistral"])
-def test_qwen2_and_mistral_full_fine_tunes(arch: str, tmp_path: Path, models_dir: Path) -> None:
+@pytest.mark.parametrize("arch", ["qwen2", "mistral", "llama"])
+def test_qwen2_mistral_and_llama_full_fine_tunes(arch: str, tmp_path: Path, models_dir: Path) -> None:
     served = _full_fine_tune(_tiny_local_model(tmp_path, arch, models_dir), f"ft:local/{arch}:personal::full0001")
     out = export_model(served, models_dir, tmp_path / "out", fmt="gguf")
     path = gguf_file(out)
@@ -272,12 +276,16 @@ def test_qwen2_and_mistral_full_fine_tunes(arch: str, tmp_path: Path, models_dir
     if arch == "qwen2":
         assert fields["general.architecture"] == "qwen2" and fields["qwen2.context_length"] == 1024
         assert {"output.weight", "blk.1.attn_q.bias", "blk.1.attn_k.bias", "blk.1.attn_v.bias"} <= names
-    else:  # Mistral is llama.cpp's llama; its window becomes the context, and head_dim != hidden / heads
+    elif arch == "mistral":  # llama.cpp's llama; its window becomes the context, and head_dim != hidden / heads
         assert fields["general.architecture"] == "llama" and fields["llama.context_length"] == 512
         assert fields["llama.attention.key_length"] == 32 and fields["llama.rope.dimension_count"] == 32
         assert "output.weight" not in names
+    else:
+        assert fields["general.architecture"] == "llama"
+        assert {"output.weight", "blk.1.attn_q.bias", "blk.1.attn_k.bias", "blk.1.attn_output.bias"} <= names
     reference, tokenizer = load_model_and_tokenizer(served.base, models_dir)
-    model, gguf_tokenizer = load_gguf(path)
+    # transformers' GGUF reader does not infer attention_bias from the tensors (llama.cpp does).
+    model, gguf_tokenizer = load_gguf(path, **({"attention_bias": True} if arch == "llama" else {}))
     ids = prompt_ids(tokenizer, PROMPTS[2])
     assert ids.equal(prompt_ids(gguf_tokenizer, PROMPTS[2]))
     torch.testing.assert_close(_logits(model, ids), _logits(_rounded(reference, torch.float16), ids), atol=1e-4, rtol=0)
@@ -296,60 +304,16 @@ def test_what_gguf_cannot_hold_is_refused_and_nothing_is_written(tmp_path: Path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gpt2"]  # no output, no temporary directory
 
 
-VOCAB = {"a": 0, "b": 1, "ab": 2}
-
-
-def _byte_level(pre_tokenizer: Any, **bpe: Any) -> PreTrainedTokenizerFast:
-    backend = Tokenizer(models.BPE(vocab=VOCAB, merges=[("a", "b")], **bpe))
-    backend.pre_tokenizer = pre_tokenizer
-    backend.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="b")
-
-
-def _split(regex: str) -> Any:
-    return pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(regex), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-
-
-@pytest.mark.parametrize(
-    ("pre_tokenizer", "name"),
-    [
-        (pre_tokenizers.ByteLevel(add_prefix_space=False), "gpt-2"),
-        (
-            pre_tokenizers.Sequence(
-                [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-            ),
-            "smollm",
-        ),
-        (_split(LLAMA3_SPLIT), "llama-bpe"),
-        (_split(QWEN2_SPLIT), "qwen2"),
-    ],
-)
-def test_byte_level_tokenizers_get_llama_cpp_s_pre_tokenizer_name(pre_tokenizer: Any, name: str) -> None:
-    vocab = gguf_vocab(_byte_level(pre_tokenizer), 5)
-    assert (vocab.pre, vocab.merges, vocab.special_ids) == (name, ["a b"], {"eos": 1})
-    # Embedding rows no token uses (a vocabulary padded to a round size) are named and marked unused.
-    assert (vocab.tokens, vocab.token_types) == (["a", "b", "ab", "[PAD3]", "[PAD4]"], [1, 3, 1, 5, 5])
-
-
-def test_tokenizers_llama_cpp_cannot_reproduce_are_refused() -> None:
-    spm = _byte_level(pre_tokenizers.Metaspace(), byte_fallback=True)  # sentencepiece style (Llama 2, Mistral v0.1)
-    spm.backend_tokenizer.decoder = decoders.Metaspace()
-    with pytest.raises(InvalidRequest, match=r"only byte-level BPE tokenizers .* with byte fallback"):
-        gguf_vocab(spm, 3)
-    odd = _byte_level(
-        pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.ByteLevel(add_prefix_space=False)])
-    )
-    with pytest.raises(InvalidRequest, match=r"splits text with \['WhitespaceSplit', 'ByteLevel'\]"):
-        gguf_vocab(odd, 3)
-    with pytest.raises(InvalidRequest, match=r"adds a space before the text \(add_prefix_space\)"):
-        gguf_vocab(_byte_level(pre_tokenizers.ByteLevel(add_prefix_space=True)), 3)
-    with pytest.raises(InvalidRequest, match="token id 2, beyond the model's 2 embeddings"):
-        gguf_vocab(_byte_level(pre_tokenizers.ByteLevel(add_prefix_space=False)), 2)
+def test_linear_rope_scaling_is_written_and_other_scalings_are_refused(tmp_path: Path, models_dir: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(model_directory(find_base_model(TINY_CHAT), models_dir))  # type: ignore[arg-type]
+    shape = {"vocab_size": len(tokenizer), "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    model = LlamaForCausalLM(LlamaConfig(**shape, rope_scaling={"rope_type": "linear", "factor": 4.0}))
+    write_gguf(model, gguf_vocab(tokenizer, len(tokenizer)), tmp_path / "m.gguf", quantization="f16", name="m")
+    fields = _fields(tmp_path / "m.gguf")
+    assert (fields["llama.rope.scaling.type"], fields["llama.rope.scaling.factor"]) == ("linear", 4.0)
+    for scaling in ({"rope_type": "dynamic", "factor": 2.0}, {"rope_type": "yarn", "factor": 2.0}):
+        with pytest.raises(InvalidRequest, match=f"RoPE scaling '{scaling['rope_type']}' is not supported"):
+            gguf_architecture(LlamaConfig(**shape, rope_scaling=scaling))
 
 
 @pytest.mark.slow
