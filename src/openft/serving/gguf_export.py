@@ -12,6 +12,10 @@ embeddings are written once, as ``token_embd``: llama.cpp uses it as the output 
 
 Anything else (another architecture, RoPE scaling other than linear, MLP biases, an unknown tensor)
 is refused with ``InvalidRequest`` rather than written wrong.
+
+Against the served fp32 model, on SmolLM2-135M-Instruct (logits up to about 39), the largest logit
+difference is 0.04 for f16, 0.28 for bf16 and 1.3 for q8_0: f16 gives the served greedy answers,
+q8_0 may change a few tokens.
 """
 
 from __future__ import annotations
