@@ -28,7 +28,7 @@ import gguf
 from gguf import quants
 
 from openft.errors import InvalidRequest
-from openft.serving.gguf_vocab import GGUFVocab
+from openft.serving.gguf_vocab import GGUFVocab, unsupported
 
 if TYPE_CHECKING:
     import numpy as np
@@ -58,10 +58,6 @@ _TENSOR_NAMES = [
 Q8_0_BLOCK = 32
 
 
-def _refuse(message: str) -> InvalidRequest:
-    return InvalidRequest(f"Cannot export to GGUF: {message}", param="format", code="unsupported_model")
-
-
 def _rope(config: Any) -> tuple[float, str, float | None]:
     """``(theta, scaling type, scaling factor)`` from a transformers 4 or 5 config."""
     params = dict(getattr(config, "rope_scaling", None) or {})
@@ -80,15 +76,15 @@ def gguf_architecture(config: Any) -> str:
     """
     arch = _ARCHITECTURES.get(getattr(config, "model_type", ""))
     if arch is None:
-        raise _refuse(
+        raise unsupported(
             f"the model is a {getattr(config, 'model_type', 'unknown')!r} model; "
             f"only {sorted(_ARCHITECTURES)} (llama.cpp's llama and qwen2) can be written."
         )
     _, kind, _ = _rope(config)
     if kind not in ("default", "linear"):
-        raise _refuse(f"RoPE scaling {kind!r} is not supported (only none or linear).")
+        raise unsupported(f"RoPE scaling {kind!r} is not supported (only none or linear).")
     if getattr(config, "mlp_bias", False):
-        raise _refuse("MLP biases have no place in llama.cpp's llama architecture.")
+        raise unsupported("MLP biases have no place in llama.cpp's llama architecture.")
     return arch
 
 
@@ -110,7 +106,7 @@ def _gguf_name(hf_name: str) -> str:
     for pattern, template in _TENSOR_NAMES:
         if pattern.fullmatch(hf_name):
             return pattern.sub(template, hf_name)
-    raise _refuse(f"the tensor {hf_name!r} has no llama.cpp name.")
+    raise unsupported(f"the tensor {hf_name!r} has no llama.cpp name.")
 
 
 def _interleave_rope_halves(data: np.ndarray, heads: int) -> np.ndarray:
@@ -241,7 +237,7 @@ def write_gguf(
     arch = gguf_architecture(config)
     rows = model.get_input_embeddings().weight.shape[0]
     if rows != len(vocab.tokens):
-        raise _refuse(f"the model has {rows} token embeddings but the tokenizer describes {len(vocab.tokens)}.")
+        raise unsupported(f"the model has {rows} token embeddings but the tokenizer describes {len(vocab.tokens)}.")
     tensors = _tensors(model, arch)  # before opening the file: an unknown tensor refuses the export
     writer = _Writer(path, arch)
     writer.add_type("model")

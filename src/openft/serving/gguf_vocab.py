@@ -61,7 +61,8 @@ class GGUFVocab:
     chat_template: str | None = None
 
 
-def _refuse(message: str) -> InvalidRequest:
+def unsupported(message: str) -> InvalidRequest:
+    """The error refusing a GGUF export, ``message`` saying what llama.cpp's format cannot hold."""
     return InvalidRequest(f"Cannot export to GGUF: {message}", param="format", code="unsupported_model")
 
 
@@ -96,7 +97,7 @@ def pre_tokenizer_name(spec: dict[str, Any]) -> str:
     shape = _split_shape(spec.get("pre_tokenizer"))
     name = _KNOWN_SPLITS.get(shape)
     if name is None:
-        raise _refuse(
+        raise unsupported(
             f"the tokenizer splits text with {[kind for kind, _ in shape]}, a rule llama.cpp has no name for "
             "that openft knows (GPT-2, Llama 3, Qwen2 and SmolLM byte-level tokenizers are supported)."
         )
@@ -113,11 +114,11 @@ def _byte_level_parts(node: dict[str, Any] | None) -> list[dict[str, Any]]:
 def _check_byte_level(spec: dict[str, Any]) -> None:
     if any(part.get("add_prefix_space") for part in _byte_level_parts(spec.get("pre_tokenizer"))):
         # llama.cpp's gpt2 tokenizer never puts a space before the text.
-        raise _refuse("the tokenizer adds a space before the text (add_prefix_space), which llama.cpp does not.")
+        raise unsupported("the tokenizer adds a space before the text (add_prefix_space), which llama.cpp does not.")
     model = spec.get("model") or {}
     if model.get("type") != "BPE" or model.get("byte_fallback") or not _byte_level_parts(spec.get("decoder")):
         kind = model.get("type", "unknown")
-        raise _refuse(
+        raise unsupported(
             f"only byte-level BPE tokenizers (GPT-2 style) can be written; this one is a {kind} tokenizer"
             + (" with byte fallback (sentencepiece style)." if model.get("byte_fallback") else ".")
         )
@@ -140,7 +141,7 @@ def _tokens(tokenizer: Any, vocab_size: int) -> tuple[list[str], list[int]]:
     by_id = {i: t for t, i in backend.get_vocab(with_added_tokens=True).items()}
     added = {i: t for i, t in backend.get_added_tokens_decoder().items()}
     if by_id and max(by_id) >= vocab_size:
-        raise _refuse(f"the tokenizer has token id {max(by_id)}, beyond the model's {vocab_size} embeddings.")
+        raise unsupported(f"the tokenizer has token id {max(by_id)}, beyond the model's {vocab_size} embeddings.")
     tokens: list[str] = []
     types: list[int] = []
     for i in range(vocab_size):
@@ -167,7 +168,7 @@ def gguf_vocab(tokenizer: Any, vocab_size: int, *, source_gguf: Path | None = No
         InvalidRequest: a tokenizer llama.cpp's ``gpt2`` tokenizer model cannot express.
     """
     if not getattr(tokenizer, "is_fast", False):
-        raise _refuse("the model has no fast (tokenizer.json) tokenizer.")
+        raise unsupported("the model has no fast (tokenizer.json) tokenizer.")
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
     _check_byte_level(spec)
     source_pre = _source_pre(source_gguf) if source_gguf is not None else None
