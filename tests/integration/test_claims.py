@@ -19,6 +19,7 @@ from openft.store import Store, open_store
 
 pytestmark = pytest.mark.integration
 HEARTBEAT_TIMEOUT = 2.0
+POLL_SECONDS = 0.25  # how often an idle worker looks for work by default
 VALIDATED = "Files validated, moving job to queued state"
 
 
@@ -47,7 +48,7 @@ def _wait_for(predicate: object, timeout: float, what: str) -> None:
     deadline = time.time() + timeout
     while not predicate():  # type: ignore[operator]
         assert time.time() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.02)
+        time.sleep(POLL_SECONDS)
 
 
 def test_a_long_validation_keeps_its_claim_and_runs_once(settings: Settings, big_job: str) -> None:
@@ -61,7 +62,7 @@ def test_a_long_validation_keeps_its_claim_and_runs_once(settings: Settings, big
             if worker.validate_next_job():
                 claims.append(worker.worker_id)  # each claim starts a validation
             else:
-                stop.wait(0.05)
+                stop.wait(POLL_SECONDS)
 
     threads = [threading.Thread(target=work, args=(w,)) for w in workers]
     started = time.time()

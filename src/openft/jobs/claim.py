@@ -4,7 +4,7 @@ A claim heartbeats from its own thread rather than from the steps themselves, be
 long steps are of two kinds: some it can interrupt at will (validating a file line by line, copying
 it in chunks) and some it cannot (a blob download or upload, starting a training process), and a
 worker may hold two jobs at once (one training while its loop validates another's files). A thread
-beats for each held job whatever the loop is doing; the interruptible steps call :meth:`Claim.check`
+beats for each held job whatever the loop is doing; the interruptible steps call :meth:`Claim.progress`
 as they go, which aborts them (:class:`ClaimLost`) once a heartbeat has found the claim gone. Every
 write a worker makes for the job is also conditional on still holding it (``jobs/transitions.py``,
 ``store/recovery.py``), so even a step that cannot be interrupted writes nothing once the claim is lost.
@@ -24,6 +24,8 @@ from openft.store import Store
 log = logging.getLogger(__name__)
 
 MAX_HEARTBEAT_EVERY = 2.0
+YIELD_EVERY = 0.005
+"""Seconds between the moments a long step leaves the interpreter to the worker's other threads."""
 
 
 def heartbeat_every(timeout_seconds: float) -> float:
@@ -48,8 +50,12 @@ class Claim:
         self._lost = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._next_yield = 0.0
 
     def start(self) -> Claim:
+        """Start heartbeating (once; starting again is a no-op)."""
+        if self._thread is not None:
+            return self
         self._thread = threading.Thread(target=self._run, name=f"openft-heartbeat-{self.job_id}", daemon=True)
         self._thread.start()
         return self
@@ -74,6 +80,20 @@ class Claim:
         """Raise :class:`ClaimLost` if a heartbeat found the claim gone (cheap: no database call)."""
         if self._lost.is_set():
             raise ClaimLost(f"job {self.job_id} is no longer held by worker {self.worker_id}")
+
+    def progress(self) -> None:
+        """The hook a long step calls as it goes: :meth:`check`, and every few milliseconds a moment for
+        the worker's other threads.
+
+        A thread that runs Python code without pause can keep the interpreter lock from the others for
+        long stretches (up to a second at a time, measured while validating a file on two busy cores);
+        a heartbeat that waits that long can miss a short timeout. ``sleep(0)`` hands the lock over.
+        """
+        self.check()
+        now = time.monotonic()
+        if now >= self._next_yield:
+            self._next_yield = now + YIELD_EVERY
+            time.sleep(0)
 
     def beat(self) -> bool:
         """Heartbeat now; False (and the claim is lost for good) when the job is no longer this worker's."""

@@ -1,7 +1,7 @@
 """A job's ``validating_files`` step: check its files, pin them, resolve ``"auto"`` hyperparameters, queue it.
 
 The worker runs this while it holds the job (:class:`~openft.jobs.claim.Claim`). Reading a file
-line by line and copying it both call the claim's ``check`` as they go, so a job taken over or
+line by line and copying it both call the claim's ``progress`` as they go, so a job taken over or
 cancelled meanwhile stops being validated at once; the outcome (``queued``, or ``failed`` with the
 first problem found) is written only if the worker still holds the job.
 """
@@ -61,7 +61,7 @@ class Validation:
         for file_id in filter(None, (job.training_file, job.validation_file)):
             source = input_path(self.settings, self.store, self.files, job, file_id)
             claim.check()
-            pin_input(self.settings.jobs_dir / job.id, file_id, source, progress=claim.check)
+            pin_input(self.settings.jobs_dir / job.id, file_id, source, progress=claim.progress)
         # The method's own section holds every requested value (beta for DPO, ...); the job's
         # top-level hyperparameters carry the three all methods share.
         requested = (job.method.get(method) or {}).get("hyperparameters") or job.hyperparameters
@@ -90,7 +90,7 @@ class Validation:
             job.method["type"],
             purpose=purpose,
             max_examples=self.settings.max_examples_per_file,
-            progress=claim.check,
+            progress=claim.progress,
         )
         if report.ok:
             return report

@@ -192,16 +192,6 @@ class Store:
         now = time.time() if now is None else now
         return claim_job(self.engine, worker_id, status, to_status=to_status, now=now, stale_before=stale_before)
 
-    def stale_jobs(self, statuses: Iterable[str], stale_before: float) -> list[JobRow]:
-        """Jobs held by a worker whose heartbeat stopped before ``stale_before``."""
-        query = select(s.jobs).where(
-            s.jobs.c.status.in_(list(statuses)),
-            s.jobs.c.worker_id.is_not(None),
-            s.jobs.c.heartbeat_at < stale_before,
-        )
-        with self.engine.connect() as conn:
-            return [_to_row(JobRow, r) for r in conn.execute(query).all()]
-
     def find_job_by_model(self, model_name: str) -> JobRow | None:
         """The succeeded job whose fine-tuned model is ``model_name`` (deleted models excluded)."""
         query = select(s.jobs).where(s.jobs.c.fine_tuned_model == model_name, s.jobs.c.model_deleted.is_(False))

@@ -123,12 +123,6 @@ class WebhookStore:
             conn.execute(delete(s.webhook_endpoints).where(s.webhook_endpoints.c.id == endpoint_id))
 
     # -- deliveries ----------------------------------------------------------------------------
-    def add_deliveries(self, rows: list[WebhookDeliveryRow]) -> None:
-        if not rows:
-            return
-        with self.engine.begin() as conn:
-            conn.execute(insert(s.webhook_deliveries), [asdict(r) for r in rows])
-
     def list_deliveries(self, endpoint_id: str, limit: int = 100) -> list[WebhookDeliveryRow]:
         """Newest first."""
         t = s.webhook_deliveries
