@@ -68,6 +68,7 @@ class _FakeBackend:
         params: SamplingParams,
         *,
         tools: list[dict[str, Any]] | None = None,
+        cancel: threading.Event | None = None,
     ) -> Generation:
         return Generation(choices=[Choice(text=CALL_TEXT, finish_reason="stop")], prompt_tokens=3, completion_tokens=9)
 
