@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from openft.api.deps import JobsDep, PrincipalDep, ReadsDep
-from openft.api.responses import json_response
+from openft.api.json_response import json_response
 from openft.jobs import status as st
 from openft.store.rows import CheckpointRow, EventRow, JobRow
 from openft.types.fine_tuning.fine_tuning_job import (
