@@ -237,3 +237,92 @@ rate_limit_counters = Table(
     Column("count", BigInteger, nullable=False),
     Column("expires_at", Float, nullable=False),
 )
+
+# Evals (``store/evals.py``): an eval, its runs (claimed by one executor, heartbeating like jobs) and one
+# output item per data source item of a run. Migration 0007.
+evals = Table(
+    "evals",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("organization_id", String(64), nullable=False),
+    Column("project_id", String(64)),
+    Column("name", String(512), nullable=False),
+    Column("metadata", JSON),
+    Column("data_source_config", JSON, nullable=False),
+    Column("testing_criteria", JSON, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_evals_org_seq", "organization_id", "seq"),
+)
+
+eval_runs = Table(
+    "eval_runs",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("eval_id", String(64), nullable=False),
+    Column("organization_id", String(64), nullable=False),
+    Column("project_id", String(64)),
+    Column("name", String(512), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("model", String(1024)),
+    Column("data_source", JSON, nullable=False),
+    Column("metadata", JSON),
+    Column("error", JSON),
+    Column("result_counts", JSON, nullable=False),
+    Column("per_testing_criteria_results", JSON, nullable=False),
+    Column("per_model_usage", JSON, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("worker_id", String(128)),
+    Column("heartbeat_at", Float),
+    Column("attempts", Integer, nullable=False, default=0),
+    Index("ix_eval_runs_eval_seq", "eval_id", "seq"),
+    Index("ix_eval_runs_status_seq", "status", "seq"),
+)
+
+eval_output_items = Table(
+    "eval_output_items",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("run_id", String(64), nullable=False),
+    Column("eval_id", String(64), nullable=False),
+    Column("datasource_item_id", Integer, nullable=False),
+    Column("datasource_item", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("results", JSON, nullable=False),
+    Column("sample", JSON, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_eval_output_items_run_seq", "run_id", "seq"),
+    Index("ix_eval_output_items_run_status_seq", "run_id", "status", "seq"),
+    Index("ix_eval_output_items_run_item", "run_id", "datasource_item_id", unique=True),
+)
+
+# Chat completions created with ``store: true`` (``store/completions.py``); metadata also as key/value
+# rows so a metadata filter is an index search. Migration 0007.
+stored_completions = Table(
+    "stored_completions",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("organization_id", String(64), nullable=False),
+    Column("project_id", String(64)),
+    Column("model", String(1024), nullable=False),
+    Column("metadata", JSON),
+    Column("request", JSON, nullable=False),
+    Column("completion", JSON, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_stored_completions_org_seq", "organization_id", "seq"),
+    Index("ix_stored_completions_org_model_seq", "organization_id", "model", "seq"),
+)
+
+stored_completion_metadata = Table(
+    "stored_completion_metadata",
+    metadata,
+    Column("completion_id", String(64), primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("value", String(512), nullable=False),
+    Index("ix_stored_completion_metadata_kv", "key", "value"),
+)
