@@ -48,6 +48,10 @@ class JobRow:
     heartbeat_at: float | None = None
     attempts: int = 0
     model_deleted: bool = False
+    parent_job_id: str | None = None
+    """The job whose fine-tuned model or checkpoint (``model``) this job starts from; None: a base model."""
+    base_model: str | None = None
+    """The root base model of the chain; None when ``model`` is itself a base model."""
 
 
 @dataclass

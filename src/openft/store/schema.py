@@ -79,6 +79,9 @@ jobs = Table(
     Column("heartbeat_at", Float),
     Column("attempts", Integer, nullable=False, default=0),
     Column("model_deleted", Boolean, nullable=False, default=False),
+    # Lineage (migration 0008): the job whose model or checkpoint this one starts from, and the root base.
+    Column("parent_job_id", String(64)),
+    Column("base_model", String(512)),
     Index("ix_jobs_org_seq", "organization_id", "seq"),
     Index("ix_jobs_status_seq", "status", "seq"),
     Index("ix_jobs_fine_tuned_model", "fine_tuned_model"),
