@@ -329,3 +329,30 @@ stored_completion_metadata = Table(
     Column("value", String(512), nullable=False),
     Index("ix_stored_completion_metadata_kv", "key", "value"),
 )
+
+# Stored Responses API objects (``store/responses.py``, migration 0006): ``body`` is the response as returned;
+# a conversation is read back by following ``previous_response_id``.
+responses = Table(
+    "responses",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("organization_id", String(64), nullable=False),
+    Column("project_id", String(64)),
+    Column("model", String(1100), nullable=False),
+    Column("previous_response_id", String(64)),
+    Column("created_at", BigInteger, nullable=False),
+    Column("body", Text, nullable=False),
+    Index("ix_responses_org_seq", "organization_id", "seq"),
+)
+
+# The input items of each stored response's own turn, in order (``GET /v1/responses/{id}/input_items``).
+response_input_items = Table(
+    "response_input_items",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("response_id", String(64), nullable=False),
+    Column("id", String(64), nullable=False),
+    Column("item", Text, nullable=False),
+    Index("ix_response_input_items_response_seq", "response_id", "seq"),
+)
