@@ -12,9 +12,8 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
 def model_to_wire(entry: ModelEntry) -> Model:
-    return Model(
-        id=entry.id, created=entry.created, owned_by=entry.owned_by, parent=entry.parent, root=entry.parent or entry.id
-    )
+    root = entry.root or entry.parent or entry.id
+    return Model(id=entry.id, created=entry.created, owned_by=entry.owned_by, parent=entry.parent, root=root)
 
 
 @router.get("", response_model=ModelList)

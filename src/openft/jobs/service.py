@@ -15,6 +15,7 @@ from openft.errors import InvalidJobState, InvalidRequest, JobNotFound, ModelNot
 from openft.files.service import FileService
 from openft.jobs import hyperparameters
 from openft.jobs import status as st
+from openft.jobs.lineage import check_continuation, starting_point
 from openft.jobs.reinforcement import check_reinforcement_method
 from openft.jobs.transitions import transition
 from openft.models.catalog import find_base_model
@@ -85,7 +86,8 @@ class JobService:
         """Check the request, store the job in ``validating_files`` and log its first events.
 
         Raises:
-            ModelNotFound: the base model is not in the catalog.
+            ModelNotFound: the model is not in the catalog, nor a fine-tuned model or checkpoint the caller
+                may use.
             InvalidRequest: a file is missing, not for fine-tuning, or an argument is invalid.
             RateLimitExceeded: the organization already has its maximum of active jobs.
         """
@@ -95,7 +97,8 @@ class JobService:
                 f"This fine-tune request has been rate-limited. Your organization has reached the maximum of "
                 f"{limit} active fine-tuning jobs (validating, queued, running or paused)."
             )
-        if find_base_model(params.model, self.store.local_models()) is None:
+        parent = starting_point(self.store, self.files.settings, principal, params.model)
+        if parent is None and find_base_model(params.model, self.store.local_models()) is None:
             raise ModelNotFound(
                 f"The model `{params.model}` does not exist or you do not have access to it.", param="model"
             )
@@ -103,6 +106,8 @@ class JobService:
         if params.suffix is not None and not _storable(params.suffix):
             raise InvalidRequest("suffix cannot contain NUL characters or unpaired surrogates.", param="suffix")
         method = _requested_method(params)
+        if parent is not None:
+            check_continuation(method, parent.weights)
         if method["type"] == "reinforcement":
             allow = self.files.settings.allow_unconfined_python_graders
             check_reinforcement_method(method, params.validation_file, allow_unconfined_python=allow)
@@ -111,7 +116,10 @@ class JobService:
             self._check_training_file(principal, params.validation_file, "validation_file")
         seed = params.seed if params.seed is not None else secrets.randbelow(2_147_483_648)
         model_name = ids.fine_tuned_model_name(
-            params.model, ids.organization_slug(principal.organization_id), params.suffix, ids.new_model_short_id()
+            parent.root if parent else params.model,
+            ids.organization_slug(principal.organization_id),
+            params.suffix,
+            ids.new_model_short_id(),
         )
         job = JobRow(
             id=ids.new_job_id(),
@@ -129,6 +137,8 @@ class JobService:
             suffix=params.suffix,
             metadata=params.metadata,
             integrations=[i.model_dump() for i in params.integrations or []] or None,
+            parent_job_id=parent.job.id if parent else None,
+            base_model=parent.root if parent else None,
         )
         self.store.insert_job(job)
         self.store.append_event(job.id, f"Created fine-tuning job: {job.id}")

@@ -8,8 +8,11 @@ from typing import Any
 
 from openft.errors import ModelNotFound
 from openft.graders.service import private_dirs
+from openft.jobs import lineage
 from openft.models.catalog import find_base_model
+from openft.serving.backend import ServedModel
 from openft.settings import Settings
+from openft.store import Store
 from openft.store.rows import JobRow
 from openft.training.spec import TrainingSpec
 
@@ -70,18 +73,28 @@ def resolve_spec(
     validation_path: Path | None,
     output_dir: Path,
     registered_models: dict[str, str],
+    store: Store | None = None,
 ) -> TrainingSpec:
     """The spec for ``job``, whose hyperparameters were resolved when its files were validated.
 
+    ``store`` finds the weights of a job that starts from a fine-tuned model (``jobs/lineage.py``).
+
     Raises:
-        ModelNotFound: the base model disappeared from the catalog since the job was created.
+        ModelNotFound: the base model disappeared from the catalog since the job was created, or the
+            weights of the fine-tuned model it starts from are gone.
     """
-    base = find_base_model(job.model, registered_models)
-    if base is None:
+    if job.parent_job_id is not None and store is not None:
+        start = lineage.training_start(store, settings, job)
+    else:
+        found = find_base_model(job.model, registered_models)
+        start = ServedModel(id=job.model, base=found) if found is not None and job.parent_job_id is None else None
+    if start is None:
         raise ModelNotFound(f"The model `{job.model}` does not exist or you do not have access to it.")
+    base = start.base
     hyper = job.hyperparameters
     multiplier = float(hyper["learning_rate_multiplier"])
     options = training_options(job)
+    options.update(lineage.continued_lora_options(start, options["training_type"]))
     lr_scale = FULL_FINE_TUNING_LR_SCALE if options["training_type"] == "full" else 1.0
     spec = TrainingSpec(
         job_id=job.id,

@@ -180,6 +180,7 @@ class Worker:
                 validation_path=self._file_path(job, job.validation_file) if job.validation_file else None,
                 output_dir=output_dir,
                 registered_models=self.store.local_models(),
+                store=self.store,
             )
         except OpenFTError as exc:
             error = {"code": exc.code or "invalid_request", "message": exc.message, "param": exc.param}

@@ -7,16 +7,15 @@ directory) for the inference backend, and lists them all for ``/v1/models``. No 
 
 from __future__ import annotations
 
-import dataclasses
+import builtins
 from dataclasses import dataclass
-from pathlib import Path
 
 from openft.errors import InvalidRequest, ModelNotFound
-from openft.models.catalog import BaseModel, find_base_model, list_base_models
+from openft.jobs import lineage
+from openft.models.catalog import find_base_model, list_base_models
 from openft.serving.backend import ServedModel
 from openft.settings import Settings
 from openft.store import Store
-from openft.store.blobs import BlobStore
 from openft.store.permissions import PermissionStore
 from openft.tenancy import Principal
 
@@ -27,17 +26,8 @@ class ModelEntry:
     created: int
     owned_by: str
     parent: str | None
-
-
-def _served(model_id: str, base: BaseModel, weights: Path, full_model: Path | None = None) -> ServedModel:
-    """A LoRA adapter on ``base``, or, when the job saved a whole model (``config.json`` and no
-    ``adapter_config.json``), that model served as its own base."""
-    for directory in (weights, full_model):
-        if directory is not None and (directory / "config.json").is_file():
-            if not (directory / "adapter_config.json").is_file():
-                own = dataclasses.replace(base, id=model_id, source="local", path=str(directory))
-                return ServedModel(id=model_id, base=own, adapter_dir=None)
-    return ServedModel(id=model_id, base=base, adapter_dir=str(weights))
+    root: str | None = None
+    """The root base model of a fine-tuned model's chain (``jobs/lineage.py``); None: ``parent`` or itself."""
 
 
 def _not_found(model_id: str) -> ModelNotFound:
@@ -53,10 +43,7 @@ class ModelRegistry:
     def may_use(self, principal: Principal, owner: str, model_id: str) -> bool:
         """The owner's organization uses its models; another organization's project only through a checkpoint
         permission naming that project of that organization."""
-        if owner == principal.organization_id:
-            return True
-        project = principal.project_id
-        return project is not None and self.permissions.allows(model_id, principal.organization_id, project)
+        return lineage.may_use(self.permissions, principal, owner, model_id)
 
     def resolve(self, principal: Principal, model_id: str) -> ServedModel:
         """The base and adapter behind ``model_id``.
@@ -71,21 +58,17 @@ class ModelRegistry:
             if base is None:
                 raise _not_found(model_id)
             return ServedModel(id=model_id, base=base, adapter_dir=None)
+        # A model made from a fine-tuned model rests on that model's foundation (jobs/lineage.py).
         job = self.store.find_job_by_model(model_id)
-        if job is not None and self.may_use(principal, job.organization_id, model_id):
-            adapter = BlobStore(self.settings).fetch(f"jobs/{job.id}/adapter")  # from OPENFT_STORAGE_URL if set
-            base = find_base_model(job.model, registered)
-            if base is None:
-                raise _not_found(model_id)
-            return _served(model_id, base, adapter, self.settings.jobs_dir / job.id / "model")
-        ckpt = self.store.get_checkpoint_by_model(model_id)
-        if ckpt is not None and self.may_use(principal, ckpt.organization_id, model_id):
-            parent = self.store.get_job(ckpt.job_id)
-            base = find_base_model(parent.model, registered)
-            if base is None or parent.model_deleted:
-                raise _not_found(model_id)
-            return _served(model_id, base, BlobStore(self.settings).fetch(ckpt.adapter_path))
-        raise _not_found(model_id)
+        if job is None:
+            ckpt = self.store.get_checkpoint_by_model(model_id)
+            job = self.store.get_job(ckpt.job_id) if ckpt is not None else None
+        if job is None or job.model_deleted or not self.may_use(principal, job.organization_id, model_id):
+            raise _not_found(model_id)
+        served = lineage.weights_of(self.store, self.settings, job, model_id, registered)
+        if served is None:
+            raise _not_found(model_id)
+        return served
 
     def list(self, principal: Principal) -> list[ModelEntry]:
         entries = [
@@ -93,11 +76,14 @@ class ModelRegistry:
             for m in list_base_models(self.store.local_models())
         ]
         owner = principal.organization_id
+        roots: dict[str, str] = {}
         for job in self.store.list_fine_tuned_jobs(owner):
             assert job.fine_tuned_model is not None
+            roots[job.id] = job.base_model or job.model
+            created = job.finished_at or job.created_at
             entries.append(
                 ModelEntry(
-                    id=job.fine_tuned_model, created=job.finished_at or job.created_at, owned_by=owner, parent=job.model
+                    id=job.fine_tuned_model, created=created, owned_by=owner, parent=job.model, root=roots[job.id]
                 )
             )
         for ckpt in self.store.list_organization_checkpoints(owner):
@@ -107,16 +93,17 @@ class ModelRegistry:
                     created=ckpt.created_at,
                     owned_by=owner,
                     parent=ckpt.fine_tuned_model_checkpoint.rsplit(":", 1)[0],
+                    root=roots.get(ckpt.job_id),
                 )
             )
         if principal.project_id is not None:
             entries.extend(self._shared_with(principal))
         return entries
 
-    def _shared_with(self, principal: Principal) -> list[ModelEntry]:
+    def _shared_with(self, principal: Principal) -> builtins.list[ModelEntry]:
         """Other organizations' models shared with the caller's project (still existing ones)."""
         assert principal.project_id is not None
-        entries: list[ModelEntry] = []
+        entries: builtins.list[ModelEntry] = []
         own = principal.organization_id
         for grant in self.permissions.shared_with(own, principal.project_id):
             model = grant.fine_tuned_model_checkpoint
@@ -124,8 +111,9 @@ class ModelRegistry:
             if job is not None:
                 if job.organization_id != own:  # the organization's own models are listed already
                     created = job.finished_at or job.created_at
+                    root = job.base_model or job.model
                     entries.append(
-                        ModelEntry(id=model, created=created, owned_by=job.organization_id, parent=job.model)
+                        ModelEntry(id=model, created=created, owned_by=job.organization_id, parent=job.model, root=root)
                     )
                 continue
             ckpt = self.store.get_checkpoint_by_model(model)
@@ -145,6 +133,8 @@ class ModelRegistry:
 
     def delete(self, principal: Principal, model_id: str) -> str:
         """Delete a fine-tuned model (its checkpoints go with it); base models cannot be deleted.
+
+        The model is hidden, its files stay: models fine-tuned from it may rest on them (``jobs/lineage.py``).
 
         Raises:
             InvalidRequest: ``model_id`` is a base model.

@@ -41,6 +41,8 @@ class TrainableModel:
     device: torch.device
     dtype: torch.dtype
     training_type: str
+    continued: bool = False
+    """The adapter started as a parent model's adapter (``spec.init_adapter``), not at zero."""
 
     @property
     def is_lora(self) -> bool:
@@ -50,10 +52,12 @@ class TrainableModel:
     def reference(self) -> Iterator[Any]:
         """The model as it was before training, for a DPO reference pass (no gradients).
 
-        With LoRA that is the base with the adapter disabled. Full fine-tuning has no such view, so
-        callers compute reference values before the first step (see ``recipes/dpo.py``).
+        With a fresh LoRA adapter that is the base with the adapter disabled. A continued adapter (the
+        parent model) and full fine-tuning have no such view, so callers compute reference values
+        before the first step (see ``recipes/dpo.py``), when the model is still the parent.
         """
-        with torch.no_grad(), self.model.disable_adapter() if self.is_lora else nullcontext():
+        frozen_base = self.is_lora and not self.continued
+        with torch.no_grad(), self.model.disable_adapter() if frozen_base else nullcontext():
             yield self.model
 
 
@@ -77,9 +81,14 @@ def load_trainable_model(
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if spec.training_type == FULL:
         dtype = torch.float32
+    model: Any  # a PreTrainedModel, then a PeftModel around it under LoRA
     model, tokenizer = load_model_and_tokenizer(base, Path(spec.models_dir), dtype=dtype)
     model.config.use_cache = False  # packing needs it (see recipes/supervised.py)
-    if spec.training_type == LORA:
+    continued = spec.init_adapter is not None and spec.training_type == LORA
+    if continued:
+        model = _continue_adapter(model, str(spec.init_adapter))
+        what = f"LoRA r={spec.lora_rank}, alpha={spec.lora_alpha}, continuing the parent model's adapter"
+    elif spec.training_type == LORA:
         from peft import LoraConfig, get_peft_model
 
         lora = LoraConfig(
@@ -94,7 +103,9 @@ def load_trainable_model(
             model = get_peft_model(model, lora)
         what = f"LoRA r={spec.lora_rank}, alpha={spec.lora_alpha}"
     else:
-        what = "full fine-tuning"
+        if spec.init_adapter is not None:
+            model = _merge_adapter(model, spec.init_adapter)
+        what = "full fine-tuning" + (" of the parent model merged into its base" if spec.init_adapter else "")
     model = model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in trainable)
@@ -109,4 +120,25 @@ def load_trainable_model(
             "training_type": spec.training_type,
         },
     )
-    return TrainableModel(model, tokenizer, trainable, device, dtype, spec.training_type)
+    return TrainableModel(model, tokenizer, trainable, device, dtype, spec.training_type, continued)
+
+
+def _continue_adapter(model: Any, adapter_dir: str) -> Any:
+    """``model`` with a parent's LoRA adapter loaded as the one that trains: the run starts from the parent's
+    weights as served, and its result is again one adapter over the same base."""
+    from peft import PeftModel
+
+    with warnings.catch_warnings():  # PEFT calls a transformers method deprecated in v5
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        return PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
+
+
+def _merge_adapter(model: Any, adapter_dir: str) -> Any:
+    """``model`` with a parent's LoRA adapter merged into its weights, for a full fine-tune of the parent."""
+    from peft import PeftModel
+
+    with torch.no_grad():
+        merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    for parameter in merged.parameters():
+        parameter.requires_grad_(True)
+    return merged

@@ -110,6 +110,10 @@ class TrainingSpec:
     beta: float = 0.1
     """DPO: how far the policy may move from the reference (higher: closer to it)."""
 
+    init_adapter: str | None = None
+    """A LoRA parent's adapter directory the run starts from (``jobs/lineage.py``): LoRA continues training
+    it (its rank, alpha and target modules win), full fine-tuning merges it into ``base_model`` first."""
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
