@@ -91,6 +91,16 @@ class Settings(BaseSettings):
     rlimits, Landlock and seccomp only: a grader can then read what the server's user can read. Off:
     they are refused with a 400. ``openft serve`` and ``openft worker`` log a warning when this applies."""
 
+    eval_run_concurrency: int = Field(default=8, ge=1, le=256)
+    """Items of one eval run answered (and graded) at once, so the serving engine batches them while
+    live chat requests still find room in its batches (``serving_max_batch_rows``)."""
+
+    eval_executor: bool = True
+    """Each API process claims and executes queued eval runs in a background thread."""
+
+    eval_poll_seconds: float = Field(default=0.5, gt=0)
+    """How often an idle eval run executor looks for a queued run."""
+
     webhook_allow_private_addresses: bool = False
     """Let webhook endpoints name loopback, private, link-local and other non-public addresses (a
     receiver on the same host or network); a worker logs a warning when this is on. Cloud metadata

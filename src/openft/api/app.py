@@ -13,7 +13,9 @@ from fastapi import FastAPI
 
 from openft import __version__
 from openft.api import checkpoint_permissions, dashboard, files, fine_tuning, inference, models, uploads
+from openft.api import evals as eval_routes
 from openft.api import graders as grader_routes
+from openft.api import stored_completions as stored_completion_routes
 from openft.api import webhooks as webhook_routes
 from openft.api.auth import AuthMiddleware
 from openft.api.errors import install_error_handlers
@@ -79,6 +81,11 @@ def create_app(settings: Settings, *, embedded_worker: bool = True) -> FastAPI:
         # Every API process sweeps expired files (files/expiry.py says why here and why that is safe).
         sweeper = FileSweeper(settings, store)
         threading.Thread(target=sweeper.run, args=(stop,), name="openft-file-sweep", daemon=True).start()
+        if settings.eval_executor:  # every API process runs eval runs on its own serving engine
+            from openft.evals.executor import RunExecutor
+
+            runs = RunExecutor(settings, store, file_service, app.state.registry.resolve, app.state.backend)
+            threading.Thread(target=runs.run, args=(stop,), name="openft-eval-runs", daemon=True).start()
         thread = None
         if embedded_worker:
             from openft.jobs.worker import Worker
@@ -115,6 +122,8 @@ def create_app(settings: Settings, *, embedded_worker: bool = True) -> FastAPI:
     app.include_router(uploads.router)
     app.include_router(checkpoint_permissions.router)
     app.include_router(grader_routes.router)
+    app.include_router(eval_routes.router)
+    app.include_router(stored_completion_routes.router)
     # The last added runs first: authenticate before reading any of the body.
     app.add_middleware(BodySizeLimit, limit_for=body_limit_for(settings))
     app.add_middleware(RejectControlCharacters)

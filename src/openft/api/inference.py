@@ -1,7 +1,8 @@
 """/v1/chat/completions and /v1/completions over the serving backend (torch is imported on first use).
 
-* Optional parameters this server does not use (``logit_bias``, ``user``, ``store``, ``metadata``,
-  ``parallel_tool_calls``, ``service_tier``...) are accepted and ignored.
+* Optional parameters this server does not use (``logit_bias``, ``user``, ``parallel_tool_calls``,
+  ``service_tier``...) are accepted and ignored. ``store: true`` keeps a non-streamed chat completion
+  with its request and ``metadata`` (``api/stored_completions.py``).
 * ``response_format``: ``json_object`` constrains decoding to one JSON object; ``json_schema`` gets the
   same constraint (valid JSON object; the schema itself is not enforced); ``text`` is the default.
 * Chat tool calls: with ``tools`` in the request (and ``tool_choice`` not ``"none"``), ``<tool_call>{json}
@@ -29,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
 
 from openft import ids
+from openft.api import stored_completions
 from openft.api.deps import PrincipalDep, RegistryDep
 from openft.api.generations import GenerationThreads
 from openft.api.inference_streams import chat_events, completion_events, completion_logprobs
@@ -160,6 +162,7 @@ def _event_stream(events: Any, cancel: threading.Event) -> StreamingResponse:
 async def create_chat_completion(
     request: Request, principal: PrincipalDep, registry: RegistryDep, body: ChatCompletionRequest
 ) -> dict[str, Any] | Response:
+    stored = stored_completions.store_requested(body.model_extra)  # stored when not streamed
     threads = _threads(request)
     served = await threads.run(registry.resolve, principal, body.model)
     params = body.params()
@@ -204,7 +207,7 @@ async def create_chat_completion(
         message, finish = message_from_text(c.text, c.finish_reason, tools_requested)
         logprobs = None if params.logprobs is None else {"content": c.logprobs or [], "refusal": None}
         choices.append({"index": i, "message": message, "finish_reason": finish, "logprobs": logprobs})
-    return {
+    answer = {
         "id": cid,
         "object": "chat.completion",
         "created": created,
@@ -213,6 +216,9 @@ async def create_chat_completion(
         "usage": _usage(gen),
         "system_fingerprint": None,
     }
+    if stored:
+        await stored_completions.keep(request, principal, body.model_dump(exclude_none=True), answer)
+    return answer
 
 
 @router.post("/completions", response_model=None)
