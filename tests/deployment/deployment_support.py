@@ -165,9 +165,10 @@ def start_service(
         without_namespaces: Start it under ``no_namespaces.py``, where no namespace can be created.
         settings: More ``OPENFT_*`` settings, by their lower-case names.
     """
-    key_store = KeyStore(open_store(database_url))  # the schema is created here, as the test's user
+    store = open_store(database_url)  # the schema is created here, as the test's user
+    key_store = KeyStore(store)
     keys = {org: key_store.create(org, f"proj_{org[4:]}", "deployment")[1] for org in ("org-alpha", "org-beta")}
-    key_store.engine.dispose()
+    store.engine.dispose()
     if AS_ROOT:
         for path in (home, *home.rglob("*")):
             os.chown(path, user.pw_uid, user.pw_gid)

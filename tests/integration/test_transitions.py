@@ -20,7 +20,7 @@ from openft.store import Store, open_store
 from openft.store import schema as s
 from openft.store.recovery import add_checkpoint_once, delete_checkpoints
 from openft.store.rows import CheckpointRow
-from openft.store.webhooks import WebhookEndpointRow, WebhookStore
+from openft.store.webhooks import WebhookEndpointRow
 
 pytestmark = pytest.mark.integration
 ORG = "org-acme"
@@ -38,7 +38,7 @@ def _job(store: Store, job_id: str, status: str, **extra: object) -> str:
 
 
 def _endpoint(store: Store, endpoint_id: str, events: list[str] | None = None) -> None:
-    WebhookStore(store.engine).add_endpoint(
+    store.webhooks.add_endpoint(
         WebhookEndpointRow(
             id=endpoint_id,
             organization_id=ORG,
@@ -199,7 +199,7 @@ def test_a_worker_whose_job_was_taken_over_writes_nothing_more(store: Store) -> 
 
 
 def test_an_endpoint_of_another_organization_gets_no_outbox_row(store: Store) -> None:
-    WebhookStore(store.engine).add_endpoint(
+    store.webhooks.add_endpoint(
         WebhookEndpointRow(id="we_other", organization_id="org-other", url="https://x", secret="whsec_A", created_at=0)
     )
     job_id = _job(store, "ftjob-orgs0001", st.QUEUED)

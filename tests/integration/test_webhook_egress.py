@@ -25,7 +25,7 @@ from openft.api.app import create_app
 from openft.jobs import egress, webhooks
 from openft.settings import Settings
 from openft.store import open_store
-from openft.store.webhooks import WebhookStore
+from openft.store.webhooks import SqlWebhooks
 from webhook_receiver import Receiver
 
 pytestmark = pytest.mark.integration
@@ -156,7 +156,7 @@ def test_a_broken_endpoint_does_not_hold_up_the_others(
 ) -> None:
     # Rows as endpoints created before URLs were checked would be, each broken in its own way, and all
     # older than the good endpoint, so their deliveries come first in the round.
-    store = WebhookStore(app.state.store.engine)
+    store = SqlWebhooks(app.state.store.engine)
     organization = settings.organization_id
     broken = {
         "http://a:b:c/": "Invalid port",

@@ -27,6 +27,7 @@ from openft.files.expiry import FileSweeper
 from openft.files.service import FileService
 from openft.files.uploads import UploadService
 from openft.jobs.service import JobService
+from openft.jobs.webhook_endpoints import WebhookEndpoints
 from openft.serving.permissions import CheckpointPermissions
 from openft.serving.registry import ModelRegistry
 from openft.settings import Settings
@@ -115,6 +116,7 @@ def create_app(settings: Settings, *, embedded_worker: bool = True) -> FastAPI:
     app.state.uploads = UploadService(settings, store, file_service)
     app.state.uploads.sweep_expired(force=True)
     app.state.permissions = CheckpointPermissions(store)
+    app.state.webhooks = WebhookEndpoints(settings, store)
     install_error_handlers(app)
     for module in (files, fine_tuning, models, inference):
         app.include_router(module.router)

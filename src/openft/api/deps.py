@@ -15,6 +15,7 @@ from openft.api.reads import ReadThreads
 from openft.files.service import FileService
 from openft.files.uploads import UploadService
 from openft.jobs.service import JobService
+from openft.jobs.webhook_endpoints import WebhookEndpoints
 from openft.serving.permissions import CheckpointPermissions
 from openft.serving.registry import ModelRegistry
 from openft.settings import Settings
@@ -54,6 +55,10 @@ async def _permissions(request: Request) -> CheckpointPermissions:
     return request.app.state.permissions  # type: ignore[no-any-return]
 
 
+async def _webhooks(request: Request) -> WebhookEndpoints:
+    return request.app.state.webhooks  # type: ignore[no-any-return]
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 StoreDep = Annotated[Store, Depends(_store)]
 FilesDep = Annotated[FileService, Depends(_files)]
@@ -63,3 +68,4 @@ PrincipalDep = Annotated[Principal, Depends(authenticate)]
 UploadsDep = Annotated[UploadService, Depends(_uploads)]
 ReadsDep = Annotated[ReadThreads, Depends(_reads)]
 PermissionsDep = Annotated[CheckpointPermissions, Depends(_permissions)]
+WebhooksDep = Annotated[WebhookEndpoints, Depends(_webhooks)]

@@ -12,10 +12,9 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from openft.api.deps import PrincipalDep, SettingsDep, StoreDep
-from openft.errors import InvalidRequest
-from openft.jobs import egress, webhooks
-from openft.store.webhooks import WebhookEndpointRow, WebhookStore
+from openft.api.deps import PrincipalDep, WebhooksDep
+from openft.jobs import webhooks
+from openft.store.webhooks import WebhookEndpointRow
 
 router = APIRouter(prefix="/v1/organization/webhooks", tags=["webhooks"])
 
@@ -42,41 +41,31 @@ def endpoint_to_wire(row: WebhookEndpointRow, *, with_secret: bool = False) -> d
 
 @router.post("")
 def create_endpoint(
-    principal: PrincipalDep, settings: SettingsDep, store: StoreDep, params: WebhookEndpointCreateParams
+    principal: PrincipalDep, endpoints: WebhooksDep, params: WebhookEndpointCreateParams
 ) -> dict[str, Any]:
-    known = set(webhooks.EVENT_TYPES.values())
-    unknown = [e for e in params.events or [] if e not in known]
-    if unknown:
-        raise InvalidRequest(
-            f"Unknown event type '{unknown[0]}'; expected one of {', '.join(sorted(known))}.", param="events"
-        )
-    # Last, as it resolves the host; every delivery checks again (what a name resolves to can change).
-    egress.EgressPolicy(allow_private_addresses=settings.webhook_allow_private_addresses).check(params.url)
-    row = webhooks.new_endpoint(principal.organization_id, params.url, params.events)
-    WebhookStore(store.engine).add_endpoint(row)
-    return endpoint_to_wire(row, with_secret=True)
+    return endpoint_to_wire(endpoints.create(principal, params.url, params.events), with_secret=True)
 
 
 @router.get("")
-def list_endpoints(principal: PrincipalDep, store: StoreDep) -> dict[str, Any]:
-    rows = WebhookStore(store.engine).list_endpoints(principal.organization_id)
+def list_endpoints(principal: PrincipalDep, endpoints: WebhooksDep) -> dict[str, Any]:
+    rows = endpoints.list(principal)
     return {"object": "list", "data": [endpoint_to_wire(r) for r in rows], "has_more": False}
 
 
 @router.get("/{webhook_id}")
-def retrieve_endpoint(principal: PrincipalDep, store: StoreDep, webhook_id: str) -> dict[str, Any]:
-    return endpoint_to_wire(WebhookStore(store.engine).get_endpoint(webhook_id, principal.organization_id))
+def retrieve_endpoint(principal: PrincipalDep, endpoints: WebhooksDep, webhook_id: str) -> dict[str, Any]:
+    return endpoint_to_wire(endpoints.get(principal, webhook_id))
 
 
 @router.delete("/{webhook_id}")
-def delete_endpoint(principal: PrincipalDep, store: StoreDep, webhook_id: str) -> dict[str, Any]:
-    WebhookStore(store.engine).delete_endpoint(webhook_id, principal.organization_id)
+def delete_endpoint(principal: PrincipalDep, endpoints: WebhooksDep, webhook_id: str) -> dict[str, Any]:
+    endpoints.delete(principal, webhook_id)
     return {"id": webhook_id, "object": "webhook_endpoint.deleted", "deleted": True}
 
 
 @router.get("/{webhook_id}/deliveries")
-def list_deliveries(principal: PrincipalDep, store: StoreDep, webhook_id: str, limit: int = 100) -> dict[str, Any]:
-    ws = WebhookStore(store.engine)
-    ws.get_endpoint(webhook_id, principal.organization_id)
-    rows = ws.list_deliveries(webhook_id, limit=max(1, min(limit, 1000)))
+def list_deliveries(
+    principal: PrincipalDep, endpoints: WebhooksDep, webhook_id: str, limit: int = 100
+) -> dict[str, Any]:
+    rows = endpoints.deliveries(principal, webhook_id, limit)
     return {"object": "list", "data": [webhooks.delivery_view(r) for r in rows], "has_more": False}

@@ -21,7 +21,6 @@ from openft.errors import InvalidRequest
 from openft.settings import Settings
 from openft.store import Store
 from openft.store.blobs import BlobStore
-from openft.store.file_expiry import delete_expired_rows, expired_files
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +60,9 @@ class FileSweeper:
         before = (time.time() if now is None else now) - GRACE_SECONDS
         removed = 0
         while True:
-            batch = expired_files(self.store.engine, before, BATCH)
+            batch = self.store.expired_files(before, BATCH)
             deleted_bytes = [file_id for file_id, blob_path in batch if self._delete_bytes(file_id, blob_path)]
-            removed += delete_expired_rows(self.store.engine, deleted_bytes, before)
+            removed += self.store.delete_expired_files(deleted_bytes, before)
             if len(batch) < BATCH or not deleted_bytes:
                 return removed
 

@@ -22,7 +22,7 @@ from openft.files.service import CHUNK, FileService, clean_filename
 from openft.settings import Settings
 from openft.store import Store
 from openft.store.rows import FileRow
-from openft.store.uploads import UploadPartRow, UploadRow, UploadStore
+from openft.store.uploads import UploadPartRow, UploadRow
 from openft.tenancy import Principal
 from openft.types.upload import UploadCreateParams
 
@@ -56,9 +56,11 @@ class _Concatenated:
 
 
 class UploadService:
+    """Uploads over any :class:`~openft.store.base.Store` (its ``uploads`` records)."""
+
     def __init__(self, settings: Settings, store: Store, files: FileService):
         self.settings = settings
-        self.rows = UploadStore(store)
+        self.rows = store.uploads
         # A completed Upload may be up to max_upload_bytes, beyond the limit of a single POST /v1/files.
         big = settings.model_copy(update={"max_file_bytes": settings.max_upload_bytes})
         self.files = FileService(big, files.store)

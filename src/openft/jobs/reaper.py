@@ -17,7 +17,6 @@ from openft.jobs.recovery import worker_is_gone
 from openft.jobs.transitions import NewEvent, fail, release, transition
 from openft.settings import Settings
 from openft.store import Store
-from openft.store.recovery import held_jobs
 from openft.store.rows import JobRow
 
 HELD_STATUSES = (st.RUNNING, st.VALIDATING, st.QUEUED, st.PAUSED)
@@ -32,7 +31,7 @@ class Reaper:
     def reap(self, now: float, *, training: str | None) -> None:
         """Take back what gone workers hold; ``training`` is the job this worker is running now."""
         stale_before = now - self.settings.heartbeat_timeout_seconds
-        for job in held_jobs(self.store, HELD_STATUSES):
+        for job in self.store.held_jobs(HELD_STATUSES):
             if job.worker_id is None or job.id == training:
                 continue
             # Held by this worker but not being worked on (a race lost while finishing): as good as gone.

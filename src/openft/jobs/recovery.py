@@ -28,7 +28,7 @@ from typing import Any
 
 from openft.jobs import status as st
 from openft.store import Store
-from openft.store.recovery import append_event_once, event_id_for, event_ids
+from openft.store.recovery import append_event_once, event_id_for
 from openft.training.checkpointing import latest_state_dir
 from openft.training.events import EVENTS_FILE
 
@@ -114,7 +114,7 @@ class LineEvents:
         self.store = store
         self.job_id = job_id
         self.worker_id = worker_id
-        self.seen = event_ids(store, job_id)
+        self.seen = store.event_ids(job_id)
 
     def is_new(self, line: dict[str, Any]) -> bool:
         return event_id_for(self.job_id, line_key(line)) not in self.seen

@@ -20,7 +20,6 @@ from openft.jobs.reinforcement import check_reinforcement_method
 from openft.jobs.transitions import transition
 from openft.models.catalog import find_base_model
 from openft.store import Store
-from openft.store.quotas import count_jobs
 from openft.store.rows import CheckpointRow, EventRow, JobRow
 from openft.tenancy import Principal
 from openft.types.fine_tuning.fine_tuning_job import JobCreateParams
@@ -78,6 +77,8 @@ def _requested_method(params: JobCreateParams) -> dict[str, Any]:
 
 
 class JobService:
+    """Job operations for the API and the CLI, over any :class:`~openft.store.base.Store`."""
+
     def __init__(self, store: Store, files: FileService):
         self.store = store
         self.files = files
@@ -92,7 +93,7 @@ class JobService:
             RateLimitExceeded: the organization already has its maximum of active jobs.
         """
         limit = self.files.settings.max_active_jobs_per_organization
-        if count_jobs(self.store, principal.organization_id, st.ACTIVE) >= limit:
+        if self.store.count_jobs(principal.organization_id, st.ACTIVE) >= limit:
             raise RateLimitExceeded(
                 f"This fine-tune request has been rate-limited. Your organization has reached the maximum of "
                 f"{limit} active fine-tuning jobs (validating, queued, running or paused)."

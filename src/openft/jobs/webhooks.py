@@ -35,7 +35,6 @@ from openft.store.webhooks import (
     WebhookDeliveryRow,
     WebhookEndpointNotFound,
     WebhookEndpointRow,
-    WebhookStore,
 )
 
 log = logging.getLogger(__name__)
@@ -113,7 +112,7 @@ class WebhookDispatcher:
     ):
         """``allow_private_addresses``: the ``webhook_allow_private_addresses`` setting. ``ssl_context``:
         the certificates https endpoints are verified against; default certifi's, or ``SSL_CERT_FILE``."""
-        self.webhooks = WebhookStore(store.engine)
+        self.webhooks = store.webhooks
         self.poll_seconds = poll_seconds
         self.backoff_base = backoff_base
         self.max_attempts = max_attempts

@@ -1,7 +1,11 @@
-"""Persistence: one SQLAlchemy store for SQLite (default) and PostgreSQL; the jobs table is the queue."""
+"""Persistence behind one seam: the :class:`Store` protocol (``store/base.py``), its SQLAlchemy implementation
+for SQLite (default) and PostgreSQL (``open_store``), and an in-memory twin for unit tests. The jobs table
+is the queue."""
 
 from __future__ import annotations
 
-from openft.store.database import Store, open_store
+from openft.store.base import Conflict, Store
+from openft.store.database import SqlStore, open_store
+from openft.store.memory import InMemoryStore
 
-__all__ = ["Store", "open_store"]
+__all__ = ["Conflict", "InMemoryStore", "SqlStore", "Store", "open_store"]

@@ -1,74 +1,80 @@
-"""The Store: every read and write of openft's state, on SQLite or PostgreSQL through SQLAlchemy Core.
+"""SqlStore: the :class:`~openft.store.base.Store` on SQLite or PostgreSQL, through SQLAlchemy Core.
 
 Sync by design (route handlers run in FastAPI's thread pool; the worker is a plain loop). Each
-method is one short transaction. The queue is the ``jobs`` table: :meth:`Store.claim_next_job`
+method is one short transaction. The queue is the ``jobs`` table: :meth:`SqlStore.claim_next_job`
 is one atomic ``UPDATE ... RETURNING`` (with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite
-serialises writers, so the same statement is atomic there).
+serialises writers, so the same statement is atomic there). Rows become dataclasses only through
+the mappers of ``store/statements.py``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import time
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, delete, event, func, insert, select, update
-from sqlalchemy.engine import Row
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from openft import ids
 from openft.errors import FileNotFound, JobNotFound
+from openft.store import file_expiry, job_writes
 from openft.store import schema as s
 from openft.store import statements as q
-from openft.store.file_expiry import unexpired
-from openft.store.job_writes import JobChange, change_job, claim_job
+from openft.store.base import Conflict, JobChange, NewEvent
+from openft.store.engines import create_db_engine
+from openft.store.keys import SqlApiKeys
+from openft.store.permissions import SqlPermissions
 from openft.store.rows import CheckpointRow, EventRow, FileRow, JobRow
+from openft.store.uploads import SqlUploads
+from openft.store.webhooks import SqlWebhooks
+
+__all__ = ["SqlStore", "create_db_engine", "open_store"]
 
 R = TypeVar("R")
-
-
-@functools.cache
-def _field_names(cls: type[Any]) -> frozenset[str]:
-    return frozenset(f.name for f in dataclasses.fields(cls))
-
-
-def _to_row(cls: type[R], row: Row[Any]) -> R:
-    names = _field_names(cls)
-    return cls(**{k: v for k, v in row._mapping.items() if k in names})
-
-
-def _values(obj: Any) -> dict[str, Any]:
-    return dataclasses.asdict(obj)
 
 
 def _page(rows: Sequence[R], limit: int) -> tuple[list[R], bool]:
     return list(rows[:limit]), len(rows) > limit
 
 
-class Store:
-    """Typed access to files, jobs, events, checkpoints and registered local models."""
+@contextmanager
+def _inserting(engine: Engine) -> Iterator[Connection]:
+    """A write transaction whose unique-key violation is a :class:`Conflict`."""
+    try:
+        with engine.begin() as conn:
+            yield conn
+    except IntegrityError as exc:
+        raise Conflict(str(exc.orig)) from exc
+
+
+class SqlStore:
+    """Files, jobs, events, checkpoints and registered local models in one SQL database, with the satellite
+    records (API keys, permissions, uploads, webhooks) on the same engine."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
         self.is_postgres = engine.dialect.name == "postgresql"
+        self.api_keys = SqlApiKeys(engine)
+        self.permissions = SqlPermissions(engine)
+        self.uploads = SqlUploads(engine)
+        self.webhooks = SqlWebhooks(engine)
 
     # -- files -------------------------------------------------------------------------------
     def insert_file(self, row: FileRow) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(insert(s.files).values(**_values(row)))
+        with _inserting(self.engine) as conn:
+            conn.execute(insert(s.files).values(**q.FILES.values(row)))
 
     def get_file(self, file_id: str, organization_id: str | None = None) -> FileRow:
-        """Raises FileNotFound when absent, expired or owned by another organization."""
-        query = select(s.files).where(s.files.c.id == file_id, unexpired(time.time()))
+        query = q.FILES.select().where(s.files.c.id == file_id, file_expiry.unexpired(time.time()))
         if organization_id is not None:
             query = query.where(s.files.c.organization_id == organization_id)
         with self.engine.connect() as conn:
-            row = conn.execute(query).first()
+            row = q.FILES.maybe(conn.execute(query).first())
         if row is None:
             raise FileNotFound(f"No such File object: {file_id}", param="id")
-        return _to_row(FileRow, row)
+        return row
 
     def list_files(
         self,
@@ -79,7 +85,7 @@ class Store:
         order: str = "desc",
         after: str | None = None,
     ) -> tuple[list[FileRow], bool]:
-        query = select(s.files).where(s.files.c.organization_id == organization_id, unexpired(time.time()))
+        query = q.FILES.select().where(s.files.c.organization_id == organization_id, file_expiry.unexpired(time.time()))
         if purpose:
             query = query.where(s.files.c.purpose == purpose)
         with self.engine.connect() as conn:
@@ -89,7 +95,7 @@ class Store:
                     query = query.where(s.files.c.seq < seq if order == "desc" else s.files.c.seq > seq)
             ordering = s.files.c.seq.desc() if order == "desc" else s.files.c.seq.asc()
             rows = conn.execute(query.order_by(ordering).limit(limit + 1)).all()
-        return _page([_to_row(FileRow, r) for r in rows], limit)
+        return _page(q.FILES.all(rows), limit)
 
     def delete_file(self, file_id: str, organization_id: str) -> FileRow:
         row = self.get_file(file_id, organization_id)
@@ -97,15 +103,20 @@ class Store:
             conn.execute(delete(s.files).where(s.files.c.id == file_id))
         return row
 
+    def expired_files(self, before: float, limit: int) -> list[tuple[str, str]]:
+        return file_expiry.expired_files(self.engine, before, limit)
+
+    def delete_expired_files(self, file_ids: Sequence[str], before: float) -> int:
+        return file_expiry.delete_expired_rows(self.engine, file_ids, before)
+
     # -- jobs --------------------------------------------------------------------------------
     def insert_job(self, row: JobRow) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(insert(s.jobs).values(**_values(row)))
+        with _inserting(self.engine) as conn:
+            conn.execute(insert(s.jobs).values(**q.JOBS.values(row)))
             for key, value in (row.metadata or {}).items():
                 conn.execute(insert(s.job_metadata).values(job_id=row.id, key=key, value=value))
 
     def get_job(self, job_id: str, organization_id: str | None = None) -> JobRow:
-        """Raises JobNotFound when absent or owned by another organization."""
         with self.engine.connect() as conn:
             if organization_id is None:
                 row = conn.execute(q.JOB, {"job_id": job_id}).first()
@@ -115,7 +126,7 @@ class Store:
                 ).first()
         if row is None:
             raise JobNotFound(f"No such fine-tuning job: {job_id}", param="fine_tuning_job_id")
-        return JobRow(*row)
+        return q.JOBS.one(row)
 
     def list_jobs(
         self,
@@ -125,7 +136,6 @@ class Store:
         limit: int = 20,
         metadata: dict[str, str] | None = None,
     ) -> tuple[list[JobRow], bool]:
-        """Newest first; ``metadata`` keeps jobs carrying every given key/value pair."""
         params: dict[str, Any] = {"organization_id": organization_id, "limit": limit + 1}
         with self.engine.connect() as conn:
             seq = conn.execute(q.JOB_SEQ, {"cursor": after}).scalar() if after else None
@@ -140,7 +150,7 @@ class Store:
                     )
                 )
             rows = conn.execute(query, params).all()
-        return _page(q.rows_of(JobRow, rows), limit)
+        return _page(q.JOBS.all(rows), limit)
 
     def update_job(
         self,
@@ -150,13 +160,6 @@ class Store:
         expect_worker: str | None = None,
         **values: Any,
     ) -> bool:
-        """Compare-and-set of a job's other fields: update only if the job is still in ``expect_status``
-        (and held by ``expect_worker``). Returns whether the row changed, so racing writers never
-        clobber each other. A job's status changes only through :meth:`change_job`.
-
-        Raises:
-            TypeError: ``values`` names ``status``.
-        """
         if "status" in values:
             raise TypeError("a job's status changes only through jobs/transitions.py (Store.change_job)")
         query = update(s.jobs).where(s.jobs.c.id == job_id)
@@ -169,10 +172,9 @@ class Store:
             return conn.execute(query.values(**values)).rowcount == 1
 
     def change_job(self, job_id: str, change: JobChange) -> JobRow | None:
-        """Change a job, its status included, with its events and webhook outbox rows in one transaction
-        (see ``store/job_writes.py``); None when the change's conditions did not hold. Called only by
-        ``jobs/transitions.py``, which checks each move against the status table."""
-        return change_job(self.engine, job_id, change)
+        """See ``store/job_writes.py``; called only by ``jobs/transitions.py``, which checks each move
+        against the status table."""
+        return job_writes.change_job(self.engine, job_id, change)
 
     def claim_next_job(
         self,
@@ -183,25 +185,19 @@ class Store:
         now: float | None = None,
         stale_before: float | None = None,
     ) -> JobRow | None:
-        """Atomically take the oldest job in ``status`` that no live worker holds.
-
-        A job is free when it has no worker or its worker's heartbeat is older than
-        ``stale_before``. The claimed job gets this worker, a fresh heartbeat and, if given,
-        ``to_status``. Returns None when there is nothing to claim.
-        """
         now = time.time() if now is None else now
-        return claim_job(self.engine, worker_id, status, to_status=to_status, now=now, stale_before=stale_before)
+        return job_writes.claim_job(
+            self.engine, worker_id, status, to_status=to_status, now=now, stale_before=stale_before
+        )
 
     def find_job_by_model(self, model_name: str) -> JobRow | None:
-        """The succeeded job whose fine-tuned model is ``model_name`` (deleted models excluded)."""
-        query = select(s.jobs).where(s.jobs.c.fine_tuned_model == model_name, s.jobs.c.model_deleted.is_(False))
+        query = q.JOBS.select().where(s.jobs.c.fine_tuned_model == model_name, s.jobs.c.model_deleted.is_(False))
         with self.engine.connect() as conn:
-            row = conn.execute(query).first()
-        return _to_row(JobRow, row) if row is not None else None
+            return q.JOBS.maybe(conn.execute(query).first())
 
     def list_fine_tuned_jobs(self, organization_id: str) -> list[JobRow]:
         query = (
-            select(s.jobs)
+            q.JOBS.select()
             .where(
                 s.jobs.c.organization_id == organization_id,
                 s.jobs.c.fine_tuned_model.is_not(None),
@@ -210,7 +206,21 @@ class Store:
             .order_by(s.jobs.c.seq)
         )
         with self.engine.connect() as conn:
-            return [_to_row(JobRow, r) for r in conn.execute(query).all()]
+            return q.JOBS.all(conn.execute(query))
+
+    def count_jobs(self, organization_id: str, statuses: Iterable[str]) -> int:
+        query = (
+            select(func.count())
+            .select_from(s.jobs)
+            .where(s.jobs.c.organization_id == organization_id, s.jobs.c.status.in_(list(statuses)))
+        )
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def held_jobs(self, statuses: Iterable[str]) -> list[JobRow]:
+        query = q.JOBS.select().where(s.jobs.c.status.in_(list(statuses)), s.jobs.c.worker_id.is_not(None))
+        with self.engine.connect() as conn:
+            return q.JOBS.all(conn.execute(query))
 
     # -- events ------------------------------------------------------------------------------
     def append_event(
@@ -232,55 +242,71 @@ class Store:
             message=message,
             data=data,
         )
-        values = _values(row)
+        values = q.EVENTS.values(row)
         values.pop("seq")
-        with self.engine.begin() as conn:
+        with _inserting(self.engine) as conn:
             row.seq = conn.execute(insert(s.job_events).values(**values).returning(s.job_events.c.seq)).scalar_one()
         return row
 
     def list_events(self, job_id: str, *, after: str | None = None, limit: int = 20) -> tuple[list[EventRow], bool]:
-        """Newest first; ``after`` is the id of the last event of the previous page."""
         with self.engine.connect() as conn:
             seq = conn.execute(q.EVENT_SEQ, {"cursor": after}).scalar() if after else None
             query = q.EVENTS_PAGE if seq is None else q.EVENTS_PAGE_BEFORE
             rows = conn.execute(query, {"job_id": job_id, "limit": limit + 1, "seq": seq}).all()
-        return _page(q.rows_of(EventRow, rows), limit)
+        return _page(q.EVENTS.all(rows), limit)
 
     def count_events(self, job_id: str) -> int:
         with self.engine.connect() as conn:
             query = select(func.count()).select_from(s.job_events).where(s.job_events.c.job_id == job_id)
             return int(conn.execute(query).scalar_one())
 
+    def event_ids(self, job_id: str) -> set[str]:
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(s.job_events.c.id).where(s.job_events.c.job_id == job_id)).scalars())
+
+    def add_event_once(
+        self, job_id: str, event: NewEvent, *, event_id: str, held_by: str, statuses: Iterable[str]
+    ) -> bool:
+        return job_writes.add_event_once(
+            self.engine, job_id, event, event_id=event_id, held_by=held_by, statuses=statuses
+        )
+
     # -- checkpoints -------------------------------------------------------------------------
     def add_checkpoint(self, row: CheckpointRow) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(insert(s.job_checkpoints).values(**_values(row)))
+        with _inserting(self.engine) as conn:
+            conn.execute(insert(s.job_checkpoints).values(**q.CHECKPOINTS.values(row)))
+
+    def add_checkpoint_once(self, row: CheckpointRow, *, held_by: str, statuses: Iterable[str]) -> bool:
+        return job_writes.add_checkpoint_once(self.engine, row, held_by=held_by, statuses=statuses)
+
+    def delete_checkpoints(
+        self, job_id: str, *, held_by: str, statuses: Iterable[str], step: int | None = None
+    ) -> bool:
+        return job_writes.delete_checkpoints(self.engine, job_id, held_by=held_by, statuses=statuses, step=step)
 
     def list_checkpoints(
         self, job_id: str, *, after: str | None = None, limit: int = 10
     ) -> tuple[list[CheckpointRow], bool]:
-        """Newest first, like OpenAI's listing."""
         with self.engine.connect() as conn:
             seq = conn.execute(q.CHECKPOINT_SEQ, {"cursor": after}).scalar() if after else None
             query = q.CHECKPOINTS_PAGE if seq is None else q.CHECKPOINTS_PAGE_BEFORE
             rows = conn.execute(query, {"job_id": job_id, "limit": limit + 1, "seq": seq}).all()
-        return _page(q.rows_of(CheckpointRow, rows), limit)
+        return _page(q.CHECKPOINTS.all(rows), limit)
 
     def get_checkpoint_by_model(self, name: str) -> CheckpointRow | None:
-        query = select(s.job_checkpoints).where(s.job_checkpoints.c.fine_tuned_model_checkpoint == name)
+        query = q.CHECKPOINTS.select().where(s.job_checkpoints.c.fine_tuned_model_checkpoint == name)
         with self.engine.connect() as conn:
-            row = conn.execute(query).first()
-        return _to_row(CheckpointRow, row) if row is not None else None
+            return q.CHECKPOINTS.maybe(conn.execute(query).first())
 
     def list_organization_checkpoints(self, organization_id: str) -> list[CheckpointRow]:
         query = (
-            select(s.job_checkpoints)
+            q.CHECKPOINTS.select()
             .join(s.jobs, s.jobs.c.id == s.job_checkpoints.c.job_id)
             .where(s.job_checkpoints.c.organization_id == organization_id, s.jobs.c.model_deleted.is_(False))
             .order_by(s.job_checkpoints.c.seq)
         )
         with self.engine.connect() as conn:
-            return [_to_row(CheckpointRow, r) for r in conn.execute(query).all()]
+            return q.CHECKPOINTS.all(conn.execute(query))
 
     # -- local models ------------------------------------------------------------------------
     def add_local_model(self, model_id: str, path: str) -> None:
@@ -293,46 +319,11 @@ class Store:
             return {r.id: r.path for r in conn.execute(select(s.local_models)).all()}
 
 
-SQLITE_POOL_SIZE = 48
-SQLITE_MMAP_BYTES = 1 << 30
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cursor = dbapi_conn.cursor()
-    # WAL lets the API read while the worker writes; busy_timeout makes writers queue instead of failing.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    # Reads through a memory map share the OS page cache instead of copying pages into each
-    # connection's own cache with read() calls.
-    cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
-    cursor.close()
-
-
-def create_db_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        # Pool as many connections as there are threads that query at once (the API's thread pool, 40 by
-        # default, and the worker's): a connection opened past the pool runs the pragmas, starts with an
-        # empty page cache and is closed after one request.
-        engine = create_engine(
-            url,
-            connect_args={"check_same_thread": False, "timeout": 10},
-            pool_size=SQLITE_POOL_SIZE,
-            max_overflow=SQLITE_POOL_SIZE,
-        )
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_engine(url, pool_pre_ping=True)
-
-
-def open_store(url: str, *, upgrade: bool = True) -> Store:
+def open_store(url: str, *, upgrade: bool = True) -> SqlStore:
     """Connect to ``url`` and (by default) bring its schema to the newest migration."""
     engine = create_db_engine(url)
     if upgrade:
         from openft.store.migrate import upgrade_database
 
         upgrade_database(engine)
-    return Store(engine)
+    return SqlStore(engine)

@@ -14,59 +14,33 @@ concurrent takeover, and SQLite takes its single write lock at that first statem
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, or_, select, update
+from sqlalchemy import Connection, Engine, Table, and_, delete, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from openft import ids
 from openft.store import schema as s
-from openft.store.rows import JobRow
+from openft.store.base import JobChange, NewEvent, WebhookEvent
+from openft.store.rows import CheckpointRow, JobRow
+from openft.store.statements import CHECKPOINTS, JOBS
 from openft.store.webhooks import queue_event_deliveries
 
-
-@dataclass(frozen=True)
-class NewEvent:
-    """A job event written with a job change."""
-
-    message: str
-    level: str = "info"
-    type: str = "message"
-    data: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class WebhookEvent:
-    """A webhook event queued (one outbox row per subscribed endpoint) when a job change commits."""
-
-    event_type: str
-    event_id: str
-    payload: str
-
-
-@dataclass(frozen=True)
-class JobChange:
-    """What :func:`change_job` writes, and on which conditions."""
-
-    expect_status: tuple[str, ...]
-    """The job must be in one of these."""
-    worker_id: str | None = None
-    """When set, the job must be held by this worker."""
-    stale_before: float | None = None
-    """When set, the holder's heartbeat must be older than this (a takeover of a silent worker)."""
-    status: str | None = None
-    """The new status; None leaves it as it is."""
-    values: Mapping[str, Any] = field(default_factory=dict)
-    events: tuple[NewEvent, ...] = ()
-    webhook: WebhookEvent | None = None
-
-
-def _row(row: Any) -> JobRow:
-    names = JobRow.__dataclass_fields__
-    return JobRow(**{k: v for k, v in row._mapping.items() if k in names})
+__all__ = [
+    "JobChange",
+    "NewEvent",
+    "WebhookEvent",
+    "add_checkpoint_once",
+    "add_event_once",
+    "change_job",
+    "claim_job",
+    "delete_checkpoints",
+    "hold",
+    "insert_event",
+]
 
 
 def _conditions(job_id: str, change: JobChange) -> list[ColumnElement[bool]]:
@@ -87,12 +61,12 @@ def change_job(engine: Engine, job_id: str, change: JobChange) -> JobRow | None:
         values["status"] = change.status
     if not values:  # nothing to set: still lock the row, so the events follow the check
         values["worker_id"] = s.jobs.c.worker_id
-    query = update(s.jobs).where(*_conditions(job_id, change)).values(**values).returning(*s.jobs.c)
+    query = update(s.jobs).where(*_conditions(job_id, change)).values(**values).returning(*JOBS.columns)
     with engine.begin() as conn:
         row = conn.execute(query).first()
         if row is None:
             return None
-        job = _row(row)
+        job = JOBS.one(row)
         now = time.time()
         for event in change.events:
             insert_event(conn, job_id, event, event_id=ids.new_event_id(), now=now)
@@ -118,7 +92,7 @@ def claim_job(
     stale_before: float | None,
 ) -> JobRow | None:
     """Take the oldest job in ``status`` that no live worker holds (see ``Store.claim_next_job``)."""
-    free = s.jobs.c.worker_id.is_(None)
+    free: ColumnElement[bool] = s.jobs.c.worker_id.is_(None)
     if stale_before is not None:
         free = or_(free, s.jobs.c.heartbeat_at < stale_before)
     candidate = select(s.jobs.c.id).where(s.jobs.c.status == status, free).order_by(s.jobs.c.seq).limit(1)
@@ -131,11 +105,11 @@ def claim_job(
         update(s.jobs)
         .where(s.jobs.c.id == candidate.scalar_subquery(), s.jobs.c.status == status, free)
         .values(**values)
-        .returning(*s.jobs.c)
+        .returning(*JOBS.columns)
     )
     with engine.begin() as conn:
         row = conn.execute(query).first()
-    return _row(row) if row is not None else None
+    return JOBS.maybe(row)
 
 
 def hold(conn: Connection, job_id: str, worker_id: str, statuses: Iterable[str]) -> bool:
@@ -165,6 +139,45 @@ def insert_event(conn: Connection, job_id: str, event: NewEvent, *, event_id: st
     }
     query = _insert_once(conn, s.job_events).values(**values).returning(s.job_events.c.seq)
     return conn.execute(query).first() is not None
+
+
+def add_event_once(
+    engine: Engine, job_id: str, event: NewEvent, *, event_id: str, held_by: str, statuses: Iterable[str]
+) -> bool:
+    """``Store.add_event_once``: the event, once, while ``held_by`` holds the job."""
+    with engine.begin() as conn:
+        if not hold(conn, job_id, held_by, statuses):
+            return False
+        return insert_event(conn, job_id, event, event_id=event_id, now=time.time())
+
+
+def add_checkpoint_once(engine: Engine, row: CheckpointRow, *, held_by: str, statuses: Iterable[str]) -> bool:
+    """``Store.add_checkpoint_once``: the checkpoint, unless its step has one, while ``held_by`` holds the job."""
+    exists = select(s.job_checkpoints.c.id).where(
+        and_(s.job_checkpoints.c.job_id == row.job_id, s.job_checkpoints.c.step_number == row.step_number)
+    )
+    try:
+        with engine.begin() as conn:
+            if not hold(conn, row.job_id, held_by, statuses) or conn.execute(exists).first() is not None:
+                return False
+            conn.execute(insert(s.job_checkpoints).values(**CHECKPOINTS.values(row)))
+    except IntegrityError:  # a racing writer recorded the same checkpoint first
+        return False
+    return True
+
+
+def delete_checkpoints(
+    engine: Engine, job_id: str, *, held_by: str, statuses: Iterable[str], step: int | None = None
+) -> bool:
+    """``Store.delete_checkpoints``: the job's checkpoint at ``step`` (all when None) while ``held_by`` holds it."""
+    query = delete(s.job_checkpoints).where(s.job_checkpoints.c.job_id == job_id)
+    if step is not None:
+        query = query.where(s.job_checkpoints.c.step_number == step)
+    with engine.begin() as conn:
+        if not hold(conn, job_id, held_by, statuses):
+            return False
+        conn.execute(query)
+    return True
 
 
 def _insert_once(conn: Connection, table: Table) -> Any:

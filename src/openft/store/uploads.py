@@ -1,15 +1,19 @@
-"""Uploads and their parts: rows only; the part bytes live under ``$OPENFT_HOME/uploads``."""
+"""Uploads and their parts: rows only; the part bytes live under ``$OPENFT_HOME/uploads``.
+
+Their own small seam, :class:`UploadRecords` (reached as ``store.uploads``): :class:`SqlUploads` here,
+``MemoryUploads`` in ``store/memory_records.py``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 
 from openft.errors import NotFound
 from openft.store import schema as s
-from openft.store.database import Store
+from openft.store.mapper import RowMapper
 
 
 @dataclass
@@ -38,41 +42,73 @@ class UploadPartRow:
     """Relative to ``$OPENFT_HOME``."""
 
 
-def _fields(r: Any) -> dict[str, Any]:
-    return {k: v for k, v in r._mapping.items() if k != "seq"}
+UPLOADS = RowMapper(UploadRow, s.uploads)
+PARTS = RowMapper(UploadPartRow, s.upload_parts)
 
 
-class UploadStore:
-    def __init__(self, store: Store):
-        self.engine = store.engine
+def upload_not_found(upload_id: str) -> NotFound:
+    return NotFound(f"No such Upload object: {upload_id}", param="upload_id", code="upload_not_found")
 
-    def insert(self, row: UploadRow) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(insert(s.uploads).values(**row.__dict__))
+
+class UploadRecords(Protocol):
+    """The ``uploads`` and ``upload_parts`` rows."""
+
+    def insert(self, row: UploadRow) -> None: ...
 
     def get(self, upload_id: str, organization_id: str) -> UploadRow:
-        """Raises NotFound when absent or another organization's."""
-        query = select(s.uploads).where(s.uploads.c.id == upload_id, s.uploads.c.organization_id == organization_id)
-        with self.engine.connect() as conn:
-            row = conn.execute(query).first()
-        if row is None:
-            raise NotFound(f"No such Upload object: {upload_id}", param="upload_id", code="upload_not_found")
-        return UploadRow(**_fields(row))
+        """Raises: NotFound: absent or another organization's."""
+        ...
 
     def set_status(self, upload_id: str, expect: str, status: str, **values: Any) -> bool:
         """Compare-and-set, so a complete racing a cancel (or the sweeper) has exactly one winner."""
+        ...
+
+    def add_part(self, row: UploadPartRow) -> None: ...
+
+    def parts(self, upload_id: str) -> list[UploadPartRow]:
+        """In the order they were added."""
+        ...
+
+    def bytes_received(self, upload_id: str) -> int: ...
+
+    def delete_parts(self, upload_id: str) -> None: ...
+
+    def pending_expired(self, now: int, limit: int = 100) -> list[UploadRow]:
+        """Pending Uploads whose ``expires_at`` is at or before ``now``, soonest first."""
+        ...
+
+
+class SqlUploads:
+    """:class:`UploadRecords` in the ``uploads`` and ``upload_parts`` tables."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def insert(self, row: UploadRow) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(insert(s.uploads).values(**UPLOADS.values(row)))
+
+    def get(self, upload_id: str, organization_id: str) -> UploadRow:
+        query = UPLOADS.select().where(s.uploads.c.id == upload_id, s.uploads.c.organization_id == organization_id)
+        with self.engine.connect() as conn:
+            row = UPLOADS.maybe(conn.execute(query).first())
+        if row is None:
+            raise upload_not_found(upload_id)
+        return row
+
+    def set_status(self, upload_id: str, expect: str, status: str, **values: Any) -> bool:
         query = update(s.uploads).where(s.uploads.c.id == upload_id, s.uploads.c.status == expect)
         with self.engine.begin() as conn:
             return conn.execute(query.values(status=status, **values)).rowcount == 1
 
     def add_part(self, row: UploadPartRow) -> None:
         with self.engine.begin() as conn:
-            conn.execute(insert(s.upload_parts).values(**row.__dict__))
+            conn.execute(insert(s.upload_parts).values(**PARTS.values(row)))
 
     def parts(self, upload_id: str) -> list[UploadPartRow]:
-        query = select(s.upload_parts).where(s.upload_parts.c.upload_id == upload_id).order_by(s.upload_parts.c.seq)
+        query = PARTS.select().where(s.upload_parts.c.upload_id == upload_id).order_by(s.upload_parts.c.seq)
         with self.engine.connect() as conn:
-            return [UploadPartRow(**_fields(r)) for r in conn.execute(query)]
+            return PARTS.all(conn.execute(query))
 
     def bytes_received(self, upload_id: str) -> int:
         query = select(func.coalesce(func.sum(s.upload_parts.c.bytes), 0)).where(
@@ -87,10 +123,10 @@ class UploadStore:
 
     def pending_expired(self, now: int, limit: int = 100) -> list[UploadRow]:
         query = (
-            select(s.uploads)
+            UPLOADS.select()
             .where(s.uploads.c.status == "pending", s.uploads.c.expires_at <= now)
             .order_by(s.uploads.c.expires_at)
             .limit(limit)
         )
         with self.engine.connect() as conn:
-            return [UploadRow(**_fields(r)) for r in conn.execute(query)]
+            return UPLOADS.all(conn.execute(query))
