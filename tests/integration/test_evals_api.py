@@ -174,7 +174,7 @@ def test_item_errors_are_errored_items_never_a_failed_run(client: OpenAI, settin
     items = {i.datasource_item_id: i for i in client.evals.runs.output_items.list(run.id, eval_id=created.id).data}
     assert "not JSON" in items[1].sample.error.message
     assert "item_schema" in items[2].sample.error.message
-    assert items[3].status == "error" and "output_json" in getattr(items[3].results[0], "error")
+    assert items[3].status == "error" and "output_json" in items[3].results[0].error
 
 
 def test_file_content_items_not_matching_the_schema_are_400(client: OpenAI) -> None:

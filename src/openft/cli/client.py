@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from openft.cli.chat import chat
+from openft.cli.completions import completions_app
 from openft.cli.files import files_app
 from openft.cli.follow import follow_job
 from openft.cli.jobs import jobs_app
@@ -22,4 +23,5 @@ def register(app: typer.Typer) -> None:
     app.add_typer(files_app, name="files")
     app.add_typer(jobs_app, name="jobs")
     app.add_typer(webhooks_app, name="webhooks")
+    app.add_typer(completions_app, name="completions")
     app.command()(chat)
