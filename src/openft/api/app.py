@@ -15,6 +15,7 @@ from openft import __version__
 from openft.api import checkpoint_permissions, dashboard, files, fine_tuning, inference, models, uploads
 from openft.api import evals as eval_routes
 from openft.api import graders as grader_routes
+from openft.api import responses as response_routes
 from openft.api import stored_completions as stored_completion_routes
 from openft.api import webhooks as webhook_routes
 from openft.api.auth import AuthMiddleware
@@ -116,6 +117,7 @@ def create_app(settings: Settings, *, embedded_worker: bool = True) -> FastAPI:
     app.state.uploads = UploadService(settings, store, file_service)
     app.state.uploads.sweep_expired(force=True)
     app.state.permissions = CheckpointPermissions(store)
+    app.state.responses = response_routes.service(store.engine)
     app.state.webhooks = WebhookEndpoints(settings, store)
     install_error_handlers(app)
     for module in (files, fine_tuning, models, inference):
@@ -124,6 +126,7 @@ def create_app(settings: Settings, *, embedded_worker: bool = True) -> FastAPI:
     app.include_router(uploads.router)
     app.include_router(checkpoint_permissions.router)
     app.include_router(grader_routes.router)
+    app.include_router(response_routes.router)
     app.include_router(eval_routes.router)
     app.include_router(stored_completion_routes.router)
     # The last added runs first: authenticate before reading any of the body.

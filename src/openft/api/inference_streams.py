@@ -38,7 +38,7 @@ def _data(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload)}\n\n"
 
 
-async def _deltas(
+async def backend_deltas(
     request: Request, threads: GenerationThreads, deltas: Iterator[StreamDelta], on_error: Callable[[str], None]
 ) -> AsyncIterator[StreamDelta]:
     """The backend's items, each read on a generation thread; stops when the client disconnects."""
@@ -81,7 +81,7 @@ async def chat_events(
     held: dict[int, tuple[list[str], list[Any]]] = {}
     try:
         yield piece(0, {"role": "assistant", "content": ""})
-        async for item in _deltas(request, threads, deltas, errors.append):
+        async for item in backend_deltas(request, threads, deltas, errors.append):
             if item.usage is not None:
                 if include_usage:
                     yield _data({**base, "choices": [], "usage": _usage(*item.usage)})
@@ -160,7 +160,7 @@ async def completion_events(
 
     echoed: set[int] = set()
     try:
-        async for item in _deltas(request, threads, deltas, errors.append):
+        async for item in backend_deltas(request, threads, deltas, errors.append):
             if item.usage is not None:
                 if include_usage:
                     yield _data({**base, "choices": [], "usage": _usage(*item.usage)})

@@ -1,0 +1,164 @@
+"""/v1/responses: create (streamed or not), retrieve, delete and list input items of stored responses.
+
+A response runs as the chat completion it corresponds to: the same model resolution (base, fine-tuned
+and checkpoint models, permissions included), the same ``ChatCompletionRequest`` turned into
+``SamplingParams`` and the same backend call, on the same generation threads. What the Responses API
+adds (items, conversations, storage) lives in ``openft/responses``.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
+from sqlalchemy import Engine
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+
+from openft.api.deps import PrincipalDep, ReadsDep, RegistryDep
+from openft.api.generations import GenerationThreads
+from openft.api.inference import CLIENT_CLOSED, ChatCompletionRequest
+from openft.api.response_streams import response_events
+from openft.errors import InvalidRequest
+from openft.responses.items import output_items
+from openft.responses.request import ResponseCreateRequest
+from openft.responses.service import ResponseService, usage
+from openft.serving.backend import Generation, SamplingParams, StreamDelta
+from openft.store.responses import ResponseStore
+
+router = APIRouter(prefix="/v1/responses", tags=["responses"])
+
+_CHAT_PARAMS = {"response_format": "text.format", "max_completion_tokens": "max_output_tokens"}
+"""Chat parameters a Responses request sets, by the name the client used."""
+
+
+def service(engine: Engine) -> ResponseService:
+    """The app's response service, on the database of ``engine``."""
+    return ResponseService(ResponseStore(engine))
+
+
+async def _service(request: Request) -> ResponseService:
+    return request.app.state.responses  # type: ignore[no-any-return]
+
+
+ResponsesDep = Annotated[ResponseService, Depends(_service)]
+
+
+def _renamed(param: str | None) -> str | None:
+    if param is None:
+        return None
+    head, dot, rest = param.partition(".")
+    return _CHAT_PARAMS.get(head, head) + dot + rest
+
+
+def _chat_request(
+    body: ResponseCreateRequest, messages: list[dict[str, Any]]
+) -> tuple[ChatCompletionRequest, SamplingParams]:
+    """The chat request ``body`` runs as, and its sampling parameters; chat's refusals name the Responses
+    parameter."""
+    try:
+        chat = ChatCompletionRequest(**body.chat_fields(messages))
+        return chat, chat.params()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = _renamed(".".join(str(p) for p in first.get("loc", ())) or None)
+        raise InvalidRequest(f"Invalid value for '{param}': {first.get('msg', 'invalid')}.", param=param) from exc
+    except InvalidRequest as exc:
+        exc.param = _renamed(exc.param)
+        exc.message = exc.message.replace("response_format", "text.format")
+        raise
+
+
+@router.post("", response_model=None)
+async def create_response(
+    request: Request,
+    principal: PrincipalDep,
+    registry: RegistryDep,
+    reads: ReadsDep,
+    responses: ResponsesDep,
+    body: ResponseCreateRequest,
+) -> dict[str, Any] | Response:
+    threads: GenerationThreads = request.app.state.generations
+    turn = await reads.run(responses.begin, principal, body)
+    served = await threads.run(registry.resolve, principal, body.model)
+    chat, params = _chat_request(body, turn.messages)
+    tools_requested = chat.wants_tool_calls()
+    backend = await threads.run(request.app.state.backend)  # the first call imports the backend
+    if body.stream:
+        cancel = threading.Event()
+        # Raises bad requests here, before the response starts; generation then runs in the backend's engine.
+        deltas: Iterator[StreamDelta] | None = await threads.run_until_disconnect(
+            request.receive,
+            functools.partial(backend.stream_chat, served, turn.messages, params, tools=chat.tools),
+            cancel,
+        )
+        if deltas is None:
+            return Response(status_code=CLIENT_CLOSED)
+        events = response_events(
+            request,
+            threads,
+            deltas,
+            cancel,
+            service=responses,
+            principal=principal,
+            turn=turn,
+            tools_requested=tools_requested,
+        )
+        return StreamingResponse(events, media_type="text/event-stream", background=BackgroundTask(cancel.set))
+    gen: Generation | None = await threads.run_until_disconnect(
+        request.receive, functools.partial(backend.chat, served, turn.messages, params, tools=chat.tools)
+    )
+    if gen is None:
+        return Response(status_code=CLIENT_CLOSED)
+    choice = gen.choices[0]
+    output = output_items(
+        choice.text,
+        incomplete=choice.finish_reason == "length",
+        tools_requested=tools_requested,
+        logprobs=choice.logprobs,
+    )
+    return await run_in_threadpool(
+        responses.complete, principal, turn, output, usage(gen.prompt_tokens, gen.completion_tokens)
+    )
+
+
+@router.get("/{response_id}", response_model=None)
+async def retrieve_response(
+    principal: PrincipalDep,
+    reads: ReadsDep,
+    responses: ResponsesDep,
+    response_id: str,
+    stream: bool = False,
+    include: Annotated[list[str] | None, Query(alias="include[]")] = None,
+) -> dict[str, Any]:
+    if stream:
+        raise InvalidRequest("Streaming a stored response again is not supported.", param="stream")
+    if include:
+        raise InvalidRequest(f"include value '{include[0]}' is not supported here.", param="include")
+    return await reads.run(responses.retrieve, principal, response_id)
+
+
+@router.delete("/{response_id}", response_model=None)
+async def delete_response(principal: PrincipalDep, responses: ResponsesDep, response_id: str) -> dict[str, Any]:
+    return await run_in_threadpool(responses.delete, principal, response_id)
+
+
+@router.get("/{response_id}/input_items", response_model=None)
+async def list_input_items(
+    principal: PrincipalDep,
+    reads: ReadsDep,
+    responses: ResponsesDep,
+    response_id: str,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    order: Literal["asc", "desc"] = "desc",
+    include: Annotated[list[str] | None, Query(alias="include[]")] = None,
+) -> dict[str, Any]:
+    if include:
+        raise InvalidRequest(f"include value '{include[0]}' is not supported for input items.", param="include")
+    return await reads.run(responses.input_items, principal, response_id, after=after, limit=limit, order=order)
