@@ -98,8 +98,7 @@ def load_trainable_model(
             target_modules=list(spec.lora_target_modules) if spec.lora_target_modules else "all-linear",
             task_type="CAUSAL_LM",
         )
-        with warnings.catch_warnings():  # PEFT calls a transformers method deprecated in v5
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        with _peft_on_transformers_5():
             model = get_peft_model(model, lora)
         what = f"LoRA r={spec.lora_rank}, alpha={spec.lora_alpha}"
     else:
@@ -123,13 +122,20 @@ def load_trainable_model(
     return TrainableModel(model, tokenizer, trainable, device, dtype, spec.training_type, continued)
 
 
+@contextmanager
+def _peft_on_transformers_5() -> Iterator[None]:
+    """PEFT calls a transformers method deprecated in v5; the warning is not ours to act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        yield
+
+
 def _continue_adapter(model: Any, adapter_dir: str) -> Any:
     """``model`` with a parent's LoRA adapter loaded as the one that trains: the run starts from the parent's
     weights as served, and its result is again one adapter over the same base."""
     from peft import PeftModel
 
-    with warnings.catch_warnings():  # PEFT calls a transformers method deprecated in v5
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+    with _peft_on_transformers_5():
         return PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
 
 
@@ -137,7 +143,7 @@ def _merge_adapter(model: Any, adapter_dir: str) -> Any:
     """``model`` with a parent's LoRA adapter merged into its weights, for a full fine-tune of the parent."""
     from peft import PeftModel
 
-    with torch.no_grad():
+    with torch.no_grad(), _peft_on_transformers_5():
         merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
     for parameter in merged.parameters():
         parameter.requires_grad_(True)
