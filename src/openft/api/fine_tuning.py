@@ -49,14 +49,17 @@ def job_to_wire(row: JobRow) -> FineTuningJob:
 
 
 def event_to_wire(row: EventRow) -> FineTuningJobEvent:
-    return FineTuningJobEvent(
-        id=row.id,
-        created_at=row.created_at,
-        level=row.level,  # type: ignore[arg-type]
-        message=row.message,
-        data=row.data,
-        type=row.type,
-    )  # type: ignore[arg-type]
+    # The store keeps level and type as plain strings; validation checks them against the wire's literals.
+    return FineTuningJobEvent.model_validate(
+        {
+            "id": row.id,
+            "created_at": row.created_at,
+            "level": row.level,
+            "message": row.message,
+            "data": row.data,
+            "type": row.type,
+        }
+    )
 
 
 def checkpoint_to_wire(row: CheckpointRow) -> FineTuningJobCheckpoint:

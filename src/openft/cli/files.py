@@ -20,7 +20,7 @@ def files_upload(
 ) -> None:
     """Upload a file; prints its id."""
     with path.open("rb") as fh:
-        f = make_client(base_url).files.create(file=fh, purpose=purpose)  # type: ignore[arg-type]
+        f = make_client(base_url).files.create(file=fh, purpose=purpose)
     if as_json:
         print_json(f)
     else:

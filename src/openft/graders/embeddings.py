@@ -50,7 +50,7 @@ class MiniLMEmbedder:
                 hidden = self._model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(pooled, dim=-1).tolist()  # type: ignore[no-any-return]
+        return torch.nn.functional.normalize(pooled, dim=-1).tolist()
 
 
 _shared: MiniLMEmbedder | None = None

@@ -37,22 +37,27 @@ import statistics
 import string
 import sys
 import traceback
+import types
 import unicodedata
+from typing import TYPE_CHECKING, Any
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-# From this file's directory: the child has no site-packages.
-import sandbox_landlock
-import sandbox_seccomp
+if TYPE_CHECKING:
+    from openft.graders import sandbox_landlock, sandbox_seccomp
+else:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    # From this file's directory: the child has no site-packages.
+    import sandbox_landlock
+    import sandbox_seccomp
 
-del sys.path[0]
+    del sys.path[0]
 
-PRELOADED = (collections, datetime, decimal, difflib, fractions, functools, itertools, math, random, re, statistics)
-PRELOADED += (encodings.idna, socket, string, unicodedata)
+PRELOADED: tuple[types.ModuleType, ...] = (collections, datetime, decimal, difflib, fractions, functools, itertools)
+PRELOADED += (math, random, re, statistics, encodings.idna, socket, string, unicodedata)
 DEVICES = (("/dev/null", 0b110), ("/dev/zero", 0b100), ("/dev/urandom", 0b100), ("/dev/random", 0b100))
 """Device files a grader may use (READ_FILE is 0b100, WRITE_FILE 0b010)."""
 
 
-def confine(request: dict, reply: dict) -> None:
+def confine(request: dict[str, Any], reply: dict[str, Any]) -> None:
     limits = request["limits"]
     applied: list[str] = []
     os.chdir(request["workdir"])
@@ -84,7 +89,7 @@ def main() -> None:
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    reply: dict = {}
+    reply: dict[str, Any] = {}
     try:
         confine(request, reply)
     except BaseException as exc:
@@ -95,7 +100,7 @@ def main() -> None:
     for key in ("limits", "readable", "drop_to"):
         request.pop(key, None)
     try:
-        namespace: dict = {"__name__": "grader"}
+        namespace: dict[str, Any] = {"__name__": "grader"}
         exec(compile(request["source"], "grader.py", "exec"), namespace)
         grade = namespace.get("grade")
         if not callable(grade):

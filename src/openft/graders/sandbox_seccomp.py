@@ -100,8 +100,9 @@ def program(machine: str) -> list[tuple[int, int, int, int]]:
         (RET_K, 0, 0, RET_KILL_PROCESS),
     ]
     for numbers in NUMBERS.values():
-        if numbers[column] is not None:
-            code += [(JEQ_K, 0, 1, numbers[column]), (RET_K, 0, 0, eperm)]
+        number = numbers[column]
+        if number is not None:
+            code += [(JEQ_K, 0, 1, number), (RET_K, 0, 0, eperm)]
     code += [(JEQ_K, 0, 1, CLONE3[column]), (RET_K, 0, 0, RET_ERRNO | errno.ENOSYS)]
     # clone: threads only (the accumulator now holds the flags, so both branches return).
     code += [

@@ -10,7 +10,7 @@ from openft.errors import InvalidRequest
 from openft.graders import formula
 from openft.types.graders import Grader, MultiGrader
 
-_ADAPTER: TypeAdapter[Any] = TypeAdapter(Grader)
+_ADAPTER: TypeAdapter[Grader] = TypeAdapter(Grader)
 
 
 def sub_graders(grader: MultiGrader | dict[str, Any]) -> dict[str, dict[str, Any]]:

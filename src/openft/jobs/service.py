@@ -6,6 +6,7 @@ Validation and training happen later, in a worker (``jobs/worker.py``).
 
 from __future__ import annotations
 
+import builtins
 import secrets
 import time
 from typing import Any
@@ -233,12 +234,12 @@ class JobService:
 
     def events(
         self, principal: Principal, job_id: str, *, after: str | None, limit: int
-    ) -> tuple[list[EventRow], bool]:
+    ) -> tuple[builtins.list[EventRow], bool]:
         self.get(principal, job_id)
         return self.store.list_events(job_id, after=after, limit=limit)
 
     def checkpoints(
         self, principal: Principal, job_id: str, *, after: str | None, limit: int
-    ) -> tuple[list[CheckpointRow], bool]:
+    ) -> tuple[builtins.list[CheckpointRow], bool]:
         self.get(principal, job_id)
         return self.store.list_checkpoints(job_id, after=after, limit=limit)

@@ -130,7 +130,11 @@ def build_tiny_chat(target: Path) -> Path:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(tmp)
-        ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+        ids: dict[str, int] = {}
+        for token in SPECIAL_TOKENS:
+            token_id = tokenizer.convert_tokens_to_ids(token)
+            assert isinstance(token_id, int)  # one token in, one id out
+            ids[token] = token_id
         build_model(tmp, len(tokenizer), bos_id=ids["<|endoftext|>"], eos_id=ids["<|im_end|>"], pad_id=ids["<|pad|>"])
         (tmp / "openft.json").write_text(json.dumps({"model": "openft/tiny-chat", "version": VERSION}))
         try:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard
 
 import gguf
 from gguf import quants
@@ -32,10 +32,16 @@ from openft.serving.gguf_vocab import GGUFVocab, unsupported
 
 if TYPE_CHECKING:
     import numpy as np
-    import torch
+    from transformers import PreTrainedModel
 
 Quantization = Literal["f16", "bf16", "q8_0"]
 QUANTIZATIONS: tuple[str, ...] = ("f16", "bf16", "q8_0")
+
+
+def is_quantization(value: str) -> TypeGuard[Quantization]:
+    """Whether ``value`` names a quantization ``write_gguf`` writes."""
+    return value in QUANTIZATIONS
+
 
 # transformers model_type -> llama.cpp architecture.
 _ARCHITECTURES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2"}
@@ -132,7 +138,7 @@ def _file_type(quantization: Quantization) -> int:
     return {"f16": kinds.MOSTLY_F16, "bf16": kinds.MOSTLY_BF16, "q8_0": kinds.MOSTLY_Q8_0}[quantization]
 
 
-def _tensors(model: torch.nn.Module, arch: str) -> list[tuple[str, np.ndarray]]:
+def _tensors(model: PreTrainedModel, arch: str) -> list[tuple[str, np.ndarray]]:
     """``(llama.cpp name, f32 array)`` for every weight, Q/K reordered for ``llama``."""
     import torch
 
@@ -216,11 +222,11 @@ def _write_vocab(writer: _Writer, vocab: GGUFVocab) -> None:
 
 
 def write_gguf(
-    model: torch.nn.Module,
+    model: PreTrainedModel,
     vocab: GGUFVocab,
     path: Path,
     *,
-    quantization: Quantization,
+    quantization: str,
     name: str,
     base_model: str | None = None,
 ) -> None:
@@ -229,13 +235,17 @@ def write_gguf(
     Raises:
         InvalidRequest: an architecture, setting or tensor llama.cpp's format cannot hold.
     """
-    if quantization not in QUANTIZATIONS:
+    if not is_quantization(quantization):
         raise InvalidRequest(
             f"Unknown GGUF quantization {quantization!r}; expected one of {list(QUANTIZATIONS)}.", param="quantization"
         )
+    import torch
+
     config = model.config
     arch = gguf_architecture(config)
-    rows = model.get_input_embeddings().weight.shape[0]
+    embeddings = model.get_input_embeddings().weight
+    assert isinstance(embeddings, torch.Tensor)  # nn.Module types its attributes as Tensor | Module
+    rows = embeddings.shape[0]
     if rows != len(vocab.tokens):
         raise unsupported(f"the model has {rows} token embeddings but the tokenizer describes {len(vocab.tokens)}.")
     tensors = _tensors(model, arch)  # before opening the file: an unknown tensor refuses the export

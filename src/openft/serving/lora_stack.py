@@ -85,9 +85,11 @@ class StackedLoraLinear(torch.nn.Module):
         return self.base_layer.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.base_layer(x)
+        y: torch.Tensor = self.base_layer(x)
         selection = self.stack.selection
-        pair = selection.layers.get(self.path) if selection is not None else None
+        if selection is None:
+            return y
+        pair = selection.layers.get(self.path)
         if pair is None:
             return y
         a, bt = pair

@@ -358,7 +358,7 @@ class ModelPool:
             model, tokenizer = load_model_and_tokenizer(base, self.models_dir, dtype=dtype)
         except Exception as exc:
             raise OpenFTError(f"Could not load the base model `{base.id}`: {exc}") from exc
-        model.to(device)
+        model.to(device)  # type: ignore[arg-type]  # transformers wraps .to with functools.wraps(nn.Module.to)
         model.eval()
         eos: list[int] = []
         configured = model.generation_config.eos_token_id

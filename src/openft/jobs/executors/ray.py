@@ -188,7 +188,7 @@ class TrainingRunner:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
 
-RemoteRunner = ray.remote(max_concurrency=4)(TrainingRunner)
+RemoteRunner = ray.remote(TrainingRunner)
 
 
 class RayHandle:
@@ -215,6 +215,7 @@ class RayHandle:
         return self.exit_code
 
     def read_events(self) -> list[dict[str, Any]]:
+        lines: list[dict[str, Any]]
         try:
             lines, self.offset = self._call("read_events", self.offset)
         except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
@@ -267,6 +268,7 @@ class RayHandle:
     def wait(self, timeout: float) -> int | None:
         if self.exit_code is not None:
             return self.exit_code
+        code: int | None
         try:
             code = ray.get(self.actor.wait.remote(timeout), timeout=timeout + self.timeout)
         except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
@@ -327,7 +329,8 @@ class RayExecutor:
             resources = {"num_cpus": 0, "num_gpus": 0, "memory": BASE_MEMORY_BYTES}
         else:
             command = ["-m", "openft.training"]
-        actor = RemoteRunner.options(**resources).remote()
+        # Ray's annotations give an actor's methods no `.remote`, so the handle is used untyped.
+        actor: Any = RemoteRunner.options(max_concurrency=4, **resources).remote()
         # The worker cannot heartbeat while it waits, so a cluster without room fails the launch.
         try:
             node = ray.get(actor.node_id.remote(), timeout=self.settings.heartbeat_timeout_seconds / 2)
