@@ -4,7 +4,8 @@ When a job reaches a terminal state, ``jobs/transitions.py`` writes one delivery
 outbox, in the same transaction as the job's change), and a worker's :class:`WebhookDispatcher` thread sends
 them, retrying failures with exponential backoff. Payloads follow OpenAI's ``WebhookFineTuningJob*``
 events (``{"id": "evt_…", "object": "event", "type": …, "created_at": …, "data": {"id": job_id}}``)
-and are signed with the Standard Webhooks scheme that ``openai.OpenAI().webhooks.unwrap`` verifies:
+and are signed by the ``standardwebhooks`` library with the Standard Webhooks scheme that
+``openai.OpenAI().webhooks.unwrap`` verifies:
 ``webhook-signature: v1,base64(HMAC-SHA256(key, f"{webhook-id}.{webhook-timestamp}.{body}"))`` where
 the key is the base64-decoded part of the endpoint's ``whsec_…`` secret.
 """
@@ -12,17 +13,17 @@ the key is the base64-decoded part of the endpoint's ``whsec_…`` secret.
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import logging
 import secrets
 import ssl
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from standardwebhooks import Webhook
 
 from openft import ids
 from openft.jobs import egress
@@ -60,9 +61,7 @@ def new_secret() -> str:
 
 def sign(secret: str, message_id: str, timestamp: int, body: str) -> str:
     """The ``webhook-signature`` header value for ``body``."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    mac = hmac.new(key, f"{message_id}.{timestamp}.{body}".encode(), hashlib.sha256).digest()
-    return "v1," + base64.b64encode(mac).decode()
+    return Webhook(secret).sign(message_id, datetime.fromtimestamp(timestamp, tz=UTC), body)
 
 
 def signed_headers(secret: str, message_id: str, body: str, timestamp: int | None = None) -> dict[str, str]:
