@@ -164,7 +164,7 @@ class ResponseCreateRequest(BaseModel):
             "top_p": self.top_p,
             "seed": self.seed,
             "response_format": self.text_format().chat_response_format(),
-            "tools": chat_tools(self.tools),
+            "tools": offered_tools(self.tools, self.tool_choice),
             "tool_choice": chat_tool_choice(self.tool_choice, self.tools),
         }
         if self.wants_logprobs:
@@ -217,8 +217,18 @@ def wire_tools(tools: list[Any] | None) -> list[dict[str, Any]]:
     ]
 
 
-def _tool_names(tools: list[Any] | None) -> set[str]:
-    return {t["name"] for t in tools or [] if isinstance(t, dict) and isinstance(t.get("name"), str)}
+def _tool_names(tools: list[Any] | None) -> list[str]:
+    # A list, not a set: a client's name may be any JSON value, and membership must not hash it.
+    return [t["name"] for t in tools or [] if isinstance(t, dict) and isinstance(t.get("name"), str)]
+
+
+def offered_tools(tools: list[Any] | None, choice: str | dict[str, Any] | None) -> list[dict[str, Any]] | None:
+    """The function tools the model is shown: all of them, or those an ``allowed_tools`` choice names."""
+    chat = chat_tools(tools)
+    if chat is None or not isinstance(choice, dict) or choice.get("type") != "allowed_tools":
+        return chat
+    allowed = [t.get("name") for t in choice.get("tools") or [] if isinstance(t, dict)]
+    return [t for t in chat if t["function"]["name"] in allowed]
 
 
 def chat_tool_choice(choice: str | dict[str, Any] | None, tools: list[Any] | None) -> str | dict[str, Any] | None:

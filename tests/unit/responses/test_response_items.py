@@ -157,3 +157,23 @@ def test_json_schema_format_reaches_chat_as_response_format() -> None:
     }
     assert fields["logprobs"] is True and fields["top_logprobs"] == 2
     assert request.text_format().wire()["schema"] == {"type": "object"}
+
+
+def test_allowed_tools_narrow_what_the_model_is_shown() -> None:
+    other = {"type": "function", "name": "time"}
+    choice = {"type": "allowed_tools", "mode": "auto", "tools": [{"type": "function", "name": "time"}]}
+    request = ResponseCreateRequest.model_validate(
+        {"model": "m", "input": "x", "tools": [TOOL, other], "tool_choice": choice}
+    )
+    fields = request.chat_fields([{"role": "user", "content": "x"}])
+    assert [t["function"]["name"] for t in fields["tools"]] == ["time"] and fields["tool_choice"] == "auto"
+
+
+@pytest.mark.parametrize("name", [["weather"], {"a": 1}, None, 3])
+def test_odd_tool_choice_names_are_400s(name: Any) -> None:
+    with pytest.raises(InvalidRequest):
+        chat_tool_choice({"type": "function", "name": name}, [TOOL])
+    with pytest.raises(InvalidRequest):
+        chat_tool_choice(
+            {"type": "allowed_tools", "mode": "auto", "tools": [{"type": "function", "name": name}]}, [TOOL]
+        )
