@@ -131,7 +131,8 @@ async def response_events(
             return
         text, cut = "".join(texts), finish == "length"
         if tools_requested:
-            output = output_items(text, incomplete=cut, tools_requested=True, logprobs=entries)
+            parallel = turn.request.parallel_tool_calls is not False
+            output = output_items(text, incomplete=cut, tools_requested=True, logprobs=entries, parallel_calls=parallel)
             for index, out in enumerate(output):
                 for event in _whole_item(events, out, index):
                     yield event

@@ -121,6 +121,7 @@ async def create_response(
         incomplete=choice.finish_reason == "length",
         tools_requested=tools_requested,
         logprobs=choice.logprobs,
+        parallel_calls=body.parallel_tool_calls is not False,
     )
     return await run_in_threadpool(
         responses.complete, principal, turn, output, usage(gen.prompt_tokens, gen.completion_tokens)

@@ -207,12 +207,19 @@ def chat_messages(items: list[dict[str, Any]], instructions: str | None) -> list
 
 
 def output_items(
-    text: str, *, incomplete: bool, tools_requested: bool, logprobs: list[dict[str, Any]] | None = None
+    text: str,
+    *,
+    incomplete: bool,
+    tools_requested: bool,
+    logprobs: list[dict[str, Any]] | None = None,
+    parallel_calls: bool = True,
 ) -> list[dict[str, Any]]:
     """The output items of one generated answer: an assistant message with its text (unless the answer
     was only tool calls), then one ``function_call`` item per ``<tool_call>`` block when tools were
-    offered. ``incomplete``: the answer hit ``max_output_tokens``."""
+    offered (only the first without ``parallel_calls``). ``incomplete``: the answer hit
+    ``max_output_tokens``."""
     content, calls = parse_tool_calls(text) if tools_requested else (text, [])
+    calls = calls if parallel_calls else calls[:1]
     items: list[dict[str, Any]] = []
     if content is not None or not calls:
         part = output_text_part(content or "", logprobs if not calls else None)

@@ -177,3 +177,11 @@ def test_odd_tool_choice_names_are_400s(name: Any) -> None:
         chat_tool_choice(
             {"type": "allowed_tools", "mode": "auto", "tools": [{"type": "function", "name": name}]}, [TOOL]
         )
+
+
+def test_without_parallel_tool_calls_only_the_first_call_is_kept() -> None:
+    block = '<tool_call>{"name": "weather", "arguments": {"day": %d}}</tool_call>'
+    text = block % 1 + block % 2
+    assert len(output_items(text, incomplete=False, tools_requested=True)) == 2
+    (call,) = output_items(text, incomplete=False, tools_requested=True, parallel_calls=False)
+    assert call["arguments"] == '{"day": 1}'
