@@ -158,10 +158,10 @@ def logp_preference(model_id: str, models_dir: Path, valid_file: Path, adapter: 
     """Mean log p(preferred) - log p(non_preferred) over the pairs, and the share where it is positive."""
     import torch
 
+    from openft.data.preference_data import load_preference_pairs
     from openft.models.loader import load_model_and_tokenizer
+    from openft.training.common import resolve_base_model
     from openft.training.dpo_loss import sequence_logps
-    from openft.training.preference_data import load_preference_pairs
-    from openft.training.recipes.supervised import resolve_base_model
 
     base = resolve_base_model(model_id)
     model, tokenizer = load_model_and_tokenizer(base, models_dir, dtype=torch.float32)
@@ -197,7 +197,7 @@ def main() -> None:
 
     sys.path.insert(0, str(ROOT / "src"))
     from openft.models.loader import model_directory
-    from openft.training.recipes.supervised import resolve_base_model
+    from openft.training.common import resolve_base_model
     from openft.training.spec import TrainingSpec
 
     base = resolve_base_model(args.model)

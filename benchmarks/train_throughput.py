@@ -4,6 +4,13 @@ Run from the repository root::
 
     .venv/bin/python -m benchmarks.train_throughput [--model openft/tiny-chat|HuggingFaceTB/SmolLM2-135M-Instruct]
         [--examples N] [--epochs E] [--models-dir DIR] [--skip-trl] [--skip-peak]
+        [--method supervised|dpo|reinforcement]
+
+``--method dpo`` and ``--method reinforcement`` measure openft alone (no TRL run) on data made from
+the same examples: DPO pairs prefer each example's answer to the next example's; reinforcement
+prompts are the system and user turns, graded by a ``string_check`` grader (does the answer
+contain "the"), with ``reasoning_effort=low``. Their tokens are every token of both answers (DPO)
+or of every prompt and sampled completion (reinforcement).
 
 Both systems train the same base model with the same LoRA (r=16, alpha=32, all linear layers),
 batch size 8, learning rate (the catalog's ``lora_learning_rate``), seed 0, on the same
@@ -78,16 +85,47 @@ def build_dataset(path: Path, n: int, seed: int = 0) -> None:
             fh.write(json.dumps(example) + "\n")
 
 
+RFT_GRADER = {
+    "type": "string_check",
+    "name": "says_the",
+    "input": "{{sample.output_text}}",
+    "reference": "the",
+    "operation": "ilike",
+}
+
+
+def method_data(chat_path: Path, method: str) -> Path:
+    """The chat examples of ``chat_path`` as training data of ``method`` (itself for supervised)."""
+    if method == "supervised":
+        return chat_path
+    examples = [json.loads(line) for line in chat_path.read_text().splitlines() if line.strip()]
+    path = chat_path.with_name(f"train-{method}.jsonl")
+    with path.open("w", encoding="utf-8") as fh:
+        for i, example in enumerate(examples):
+            prompt, answer = example["messages"][:-1], example["messages"][-1]
+            if method == "dpo":
+                other = examples[(i + 1) % len(examples)]["messages"][-1]
+                line = {"input": {"messages": prompt}, "preferred_output": [answer], "non_preferred_output": [other]}
+            else:
+                line = {"messages": prompt}
+            fh.write(json.dumps(line) + "\n")
+    return path
+
+
 def run_openft(args: argparse.Namespace, base, data: Path, work: Path, dtype: str = "auto") -> dict:
     from openft.training.spec import TrainingSpec
 
     out = work / f"openft-{dtype}"
+    method_fields: dict = {}
+    if args.method == "reinforcement":
+        method_fields = {"grader": RFT_GRADER, "reasoning_effort": "low"}
     spec = TrainingSpec(
+        **method_fields,
         job_id="bench",
-        method="supervised",
+        method=args.method,
         base_model=base.id,
         models_dir=str(args.models_dir),
-        training_file=str(data),
+        training_file=str(method_data(data, args.method)),
         validation_file=None,
         output_dir=str(out),
         n_epochs=args.epochs,
@@ -114,7 +152,8 @@ def run_openft(args: argparse.Namespace, base, data: Path, work: Path, dtype: st
     if not metrics:
         raise RuntimeError(f"openft wrote no metrics: {events[-3:]}")
     last = metrics[-1]
-    tps = last["tokens_per_second"]
+    # A metrics line without tokens_per_second (reinforcement runs before it had one): its steps' durations.
+    tps = last.get("tokens_per_second") or last["trained_tokens"] / sum(m["timing"]["full_iteration"] for m in metrics)
     loaded = next((e.get("data") or {} for e in events if "dtype" in (e.get("data") or {})), {})
     return {
         "system": "openft" if dtype == "auto" else f"openft ({dtype})",
@@ -134,8 +173,8 @@ def run_trl(args: argparse.Namespace, base, data: Path, work: Path) -> dict:
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
+    from openft.data.chat_data import load_chat_examples
     from openft.models.loader import load_model_and_tokenizer
-    from openft.training.chat_data import load_chat_examples
 
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
@@ -207,11 +246,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--examples", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--models-dir", type=Path, default=Path.home() / ".openft" / "models")
-    parser.add_argument("--skip-trl", action="store_true", help="measure openft only")
+    parser.add_argument("--method", choices=("supervised", "dpo", "reinforcement"), default="supervised")
+    parser.add_argument("--skip-trl", action="store_true", help="measure openft only (always, unless supervised)")
     parser.add_argument("--skip-peak", action="store_true", help="do not measure the matmul peak (no MFU)")
     parser.add_argument("--peak-seconds", type=float, default=2.0, help="seconds per matmul peak point")
     parser.add_argument("--results", type=Path, default=None, help="append here instead of benchmarks/results.jsonl")
     args = parser.parse_args(argv)
+    args.skip_trl = args.skip_trl or args.method != "supervised"
 
     import torch
 
@@ -245,7 +286,7 @@ def main(argv: list[str] | None = None) -> dict:
             r["mfu"] = mfu(r, n_params, peaks)
 
     print()
-    print(f"{args.model}: {args.examples} examples x {args.epochs} epoch(s), batch size 8, LoRA r=16")
+    print(f"{args.model} ({args.method}): {args.examples} examples x {args.epochs} epoch(s), batch size 8, LoRA r=16")
     print(
         f"{'system':<18} {'dtype':<18} {'real tokens':>12} {'train s':>9} {'wall s':>8} {'real tok/s':>11} {'MFU':>7}"
     )
@@ -270,6 +311,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     record = {
         "benchmark": "train_throughput",
+        "method": args.method,
         "torch": torch.__version__,
         "model": args.model,
         "parameters": n_params,

@@ -17,7 +17,7 @@ import pytest
 
 from openft.models.catalog import TINY_CHAT, find_base_model
 from openft.models.loader import model_directory
-from openft.training.checkpointing import latest_state_dir
+from openft.training.protocol import latest_state_dir
 from openft.training.spec import TrainingSpec
 
 pytestmark = pytest.mark.e2e

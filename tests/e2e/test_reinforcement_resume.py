@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from openft.graders import parse_grader
-from openft.training.checkpointing import latest_state_dir
+from openft.training.protocol import latest_state_dir
 from openft.training.spec import TrainingSpec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

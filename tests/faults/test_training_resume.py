@@ -19,7 +19,8 @@ from faults_support import (
     wait_for_step,
 )
 
-from openft.training.checkpointing import latest_state_dir, read_progress
+from openft.training.checkpointing import read_progress
+from openft.training.protocol import latest_state_dir
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 TOTAL_STEPS = 36  # 3 epochs of 12 examples, batch size 1
@@ -94,7 +95,8 @@ def test_sigterm_saves_a_checkpoint_and_stops_then_resume_matches(
 
 
 def test_a_torn_event_line_is_cut_before_the_resumed_run_appends(tmp_path: Path) -> None:
-    from openft.training.events import EVENTS_FILE, EventReader, EventWriter
+    from openft.training.events import EventWriter
+    from openft.training.protocol import EVENTS_FILE, EventReader
 
     (tmp_path / EVENTS_FILE).write_text('{"kind": "message", "message": "whole"}\n{"kind": "metr')
     writer = EventWriter(tmp_path)

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from openft.data.chat_messages import TrainingDataError, normalize_messages
 from openft.models.catalog import BaseModel, find_base_model
-from openft.training.chat_data import TrainingDataError, normalize_messages
 
 DEFAULT_BATCH_SIZE = 1024
 """Lines rendered and encoded together: large enough to keep every core busy, small enough for flat memory."""

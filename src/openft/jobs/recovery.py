@@ -29,8 +29,7 @@ from typing import Any
 from openft.jobs import status as st
 from openft.store import Store
 from openft.store.recovery import append_event_once, event_id_for
-from openft.training.checkpointing import latest_state_dir
-from openft.training.events import EVENTS_FILE
+from openft.training.protocol import EVENTS_FILE, latest_state_dir
 
 INPUTS_DIR = "inputs"
 COPY_CHUNK_BYTES = 8 * 1024 * 1024

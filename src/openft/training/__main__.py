@@ -26,8 +26,9 @@ import sys
 import traceback
 from pathlib import Path
 
-from openft.training.events import LOG_FILE, EventWriter
+from openft.training.events import EventWriter
 from openft.training.failures import describe_failure
+from openft.training.protocol import LOG_FILE
 from openft.training.spec import TrainingSpec
 
 
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
         import transformers
 
-        from openft.training.chat_data import TrainingDataError
+        from openft.data.chat_messages import TrainingDataError
         from openft.training.recipes import RECIPES
 
         transformers.utils.logging.disable_progress_bar()

@@ -41,9 +41,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-STATE_DIR = "state"
-TENSORS_FILE = "tensors.pt"
-PROGRESS_FILE = "progress.json"
+from openft.training.protocol import PROGRESS_FILE, STATE_DIR, TENSORS_FILE
+
 _PARTIAL = ".partial-"
 SAVE_COST_FACTOR = 20
 """Time-based saves wait at least this many times the duration of the previous save."""
@@ -77,21 +76,6 @@ class Progress:
         """Whether a saved state belongs to a run with the same data, batching and seed."""
         keys = ("total_steps", "seed", "n_examples", "batch_size")
         return all(getattr(self, k) == getattr(other, k) for k in keys)
-
-
-def latest_state_dir(output_dir: Path) -> Path | None:
-    """The newest complete state under ``output_dir``, or None (pure Python: the worker calls it)."""
-    root = output_dir / STATE_DIR
-    if not root.is_dir():
-        return None
-    complete = []
-    for entry in root.iterdir():
-        if entry.name.startswith("step-") and (entry / PROGRESS_FILE).is_file() and (entry / TENSORS_FILE).is_file():
-            try:
-                complete.append((int(entry.name.removeprefix("step-")), entry))
-            except ValueError:
-                continue
-    return max(complete)[1] if complete else None
 
 
 def _fsync_dir(path: Path) -> None:

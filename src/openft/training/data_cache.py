@@ -1,11 +1,11 @@
 """Tokenized training data, cached on disk so a file is tokenized once per tokenizer and length.
 
 The key is the file's SHA-256, a fingerprint of the tokenizer (its full ``tokenizer.json``, chat
-template and special tokens), the method, ``max_seq_len`` and the source of ``chat_data`` (so a
-change in how examples are tokenized invalidates every entry). An entry is one uncompressed
-``.npz`` of flat int32 arrays, written atomically; loading one takes milliseconds where
-tokenizing takes seconds to minutes. The directory is ``$OPENFT_HOME/cache/tokenized`` and keeps
-the ``MAX_ENTRIES`` most recently used entries.
+template and special tokens), the method, ``max_seq_len`` and the source of ``chat_data`` and
+``data/chat_messages`` (so a change in how examples are tokenized invalidates every entry). An
+entry is one uncompressed ``.npz`` of flat int32 arrays, written atomically; loading one takes
+milliseconds where tokenizing takes seconds to minutes. The directory is
+``$OPENFT_HOME/cache/tokenized`` and keeps the ``MAX_ENTRIES`` most recently used entries.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from openft.training import chat_data
-from openft.training.chat_data import TokenizedExample, load_chat_examples
+from openft.data import chat_data, chat_messages
+from openft.data.chat_data import TokenizedExample, load_chat_examples
 
 MAX_ENTRIES = 64
 """Entries kept; the least recently used beyond this are deleted after each write."""
@@ -42,7 +42,7 @@ def cached_chat_examples(
     method: str = "supervised",
     cache_dir: Path | None = None,
 ) -> tuple[list[TokenizedExample], list[int]]:
-    """:func:`~openft.training.chat_data.load_chat_examples`, from the cache when this input was seen before.
+    """:func:`~openft.data.chat_data.load_chat_examples`, from the cache when this input was seen before.
 
     Args:
         path: The JSONL file.
@@ -83,7 +83,7 @@ def cache_key(path: str | Path, tokenizer: Any, method: str, max_seq_len: int) -
         tokenizer_fingerprint(tokenizer),
         method,
         str(max_seq_len),
-        hashlib.sha256(Path(chat_data.__file__).read_bytes()).hexdigest(),
+        *(hashlib.sha256(Path(str(module.__file__)).read_bytes()).hexdigest() for module in (chat_data, chat_messages)),
     ):
         digest.update(part.encode())
         digest.update(b"\0")

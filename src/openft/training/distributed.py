@@ -10,10 +10,11 @@ with GPUs, gloo on CPU). Each worker:
   around so every shard has the same number of lines and so the same number of steps), with a
   per-process batch of ``ceil(batch_size / N)`` examples: one optimizer step still sees about
   ``batch_size`` examples in total;
-* runs the ordinary recipe, which calls :func:`sync_gradients` on its trainable parameters: every
-  gradient is averaged over the N processes as backward produces it (DDP's semantics; the recipe
-  computes its loss outside ``Module.forward``, so ``DistributedDataParallel`` itself cannot be
-  used), and all start from rank 0's weights, so the replicas stay identical;
+* runs the ordinary recipe, whose training loop syncs its trainable parameters
+  (``training/gradient_sync.py``): every gradient is averaged over the N processes as backward
+  produces it (DDP's semantics; the recipe computes its loss outside ``Module.forward``, so
+  ``DistributedDataParallel`` itself cannot be used), and all start from rank 0's weights, so the
+  replicas stay identical;
 * rank 0 writes the job's event lines, checkpoints and adapter into ``spec.output_dir``; the other
   ranks write into ``output_dir/ddp/rank-N`` (never read) and save no checkpoints.
 
@@ -36,27 +37,6 @@ from openft.training.events import EventWriter
 from openft.training.spec import TrainingSpec
 
 SCRATCH = "ddp"
-
-
-def sync_gradients(params: list[Any]) -> None:
-    """Average gradients of ``params`` across torch.distributed processes; a no-op in a single process.
-
-    Call once, after the model is built and before training: rank 0's weights are broadcast, then a
-    hook all-reduces each parameter's gradient as soon as backward has accumulated it.
-    """
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
-        return
-    world = dist.get_world_size()
-
-    def average(param: Any) -> None:
-        dist.all_reduce(param.grad)
-        param.grad.div_(world)
-
-    for param in params:
-        dist.broadcast(param.data, src=0)
-        param.register_post_accumulate_grad_hook(average)
 
 
 def shard_lines(path: Path, rank: int, world: int) -> list[bytes]:

@@ -4,7 +4,7 @@
     loss = -log sigmoid(reward(preferred) - reward(non_preferred))
 
 A log-probability is summed over the answer's tokens (end-of-turn included), from one packed
-forward pass over both answers of every pair in a batch (see ``recipes/supervised.py`` for packing).
+forward pass over both answers of every pair in a batch (see ``training/packing.py``).
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from openft.training.chat_data import IGNORE_INDEX
+from openft.data.chat_data import IGNORE_INDEX
+from openft.data.preference_data import PreferencePair
 from openft.training.mixed_precision import compute_precision
 from openft.training.model_setup import TrainableModel
 from openft.training.packed_attention import packed_kwargs
-from openft.training.preference_data import PreferencePair
-from openft.training.recipes.supervised import pack
+from openft.training.packing import pack
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from openft.data.chat_messages import TrainingDataError
 from openft.errors import InvalidRequest
 from openft.graders import GraderContext, make_sample, run_grader
 from openft.graders.confinement import check_python_graders
 from openft.graders.embeddings import available_embedder
 from openft.graders.sandbox import SandboxLimits
 from openft.graders.spec import sub_graders
-from openft.training.chat_data import TrainingDataError
 from openft.training.failures import TrainingFailure
 from openft.training.rollouts import Completion, Prompt
 from openft.training.spec import TrainingSpec

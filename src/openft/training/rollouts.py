@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from openft.training.chat_data import TrainingDataError, normalize_messages
+from openft.data.chat_messages import TrainingDataError, normalize_messages
 
 
 @dataclass(frozen=True)

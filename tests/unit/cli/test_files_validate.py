@@ -27,9 +27,9 @@ def home(tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> P
 
 def _training_token_counts(path: Path, models_dir: Path) -> list[int]:
     """Tokens per example as the training process counts them."""
+    from openft.data.chat_data import tokenize_example
     from openft.models.catalog import find_base_model
     from openft.models.loader import load_tokenizer
-    from openft.training.chat_data import tokenize_example
 
     base = find_base_model(TINY)
     assert base is not None

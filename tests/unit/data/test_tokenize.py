@@ -18,9 +18,9 @@ TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": 
 
 def training_lengths(path: Path, models_dir: Path) -> list[int]:
     """What the supervised recipe tokenizes (untruncated), through transformers."""
+    from openft.data.chat_data import load_chat_examples
     from openft.models.catalog import TINY_CHAT, find_base_model
     from openft.models.loader import load_tokenizer
-    from openft.training.chat_data import load_chat_examples
 
     base = find_base_model(TINY_CHAT)
     assert base is not None

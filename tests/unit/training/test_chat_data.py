@@ -1,4 +1,4 @@
-"""Loss masking and tokenization of fine-tuning lines (training/chat_data.py), on tiny-chat's tokenizer."""
+"""Loss masking and tokenization of fine-tuning lines (data/chat_data.py), on tiny-chat's tokenizer."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from openft.models.catalog import TINY_CHAT, find_base_model
-from openft.models.loader import load_tokenizer
-from openft.training.chat_data import (
+from openft.data.chat_data import (
     IGNORE_INDEX,
     TrainingDataError,
     load_chat_examples,
     tokenize_example,
 )
+from openft.models.catalog import TINY_CHAT, find_base_model
+from openft.models.loader import load_tokenizer
 
 ANSWER = "Paris is the capital of France."
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from openft.training.checkpointing import Checkpointer, Progress, latest_state_dir, load_state, save_state
+from openft.training.checkpointing import Checkpointer, Progress, load_state, save_state
 from openft.training.failures import LossNotFinite, check_loss, describe_failure
+from openft.training.protocol import latest_state_dir
 
 
 def _setup(seed: int) -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:

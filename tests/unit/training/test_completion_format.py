@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from openft.data.chat_data import IGNORE_INDEX, tokenize_example
+from openft.data.chat_messages import TrainingDataError
 from openft.models.catalog import TINY_CHAT, find_base_model
 from openft.models.loader import load_tokenizer
-from openft.training.chat_data import IGNORE_INDEX, TrainingDataError, tokenize_example
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from openft.data.chat_data import load_chat_examples
 from openft.models.catalog import TINY_CHAT, find_base_model
 from openft.models.loader import load_tokenizer
 from openft.training import data_cache
-from openft.training.chat_data import load_chat_examples
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 

@@ -1,5 +1,5 @@
 """DPO: the loss against a hand computation, preference lines to tokens, and per-answer log-probabilities
-(training/dpo_loss.py, training/preference_data.py), on tiny-chat."""
+(training/dpo_loss.py, data/preference_data.py), on tiny-chat."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 import torch
 
+from openft.data.chat_data import IGNORE_INDEX
+from openft.data.chat_messages import TrainingDataError
+from openft.data.preference_data import load_preference_pairs, tokenize_preference
 from openft.models.catalog import TINY_CHAT, find_base_model
 from openft.models.loader import load_model_and_tokenizer
-from openft.training.chat_data import IGNORE_INDEX, TrainingDataError
 from openft.training.dpo_loss import dpo_loss, reward_stats, sequence_logps
 from openft.training.packed_attention import PACKED_SDPA
-from openft.training.preference_data import load_preference_pairs, tokenize_preference
 
 
 def test_dpo_loss_matches_a_hand_computation() -> None:

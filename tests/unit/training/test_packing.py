@@ -1,4 +1,4 @@
-"""Packed batches (training/recipes/supervised.py): examples in one row must not see each other."""
+"""Packed batches (training/packing.py): examples in one row must not see each other."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 import torch
 
+from openft.data.chat_data import IGNORE_INDEX, TokenizedExample, tokenize_example
 from openft.models.catalog import TINY_CHAT, find_base_model
 from openft.models.loader import load_model_and_tokenizer
-from openft.training.chat_data import IGNORE_INDEX, TokenizedExample, tokenize_example
 from openft.training.packed_attention import PACKED_SDPA, packed_kwargs, use_packed_attention
-from openft.training.recipes.supervised import batch_loss, pack
+from openft.training.packing import pack
+from openft.training.supervised_loss import batch_loss
 
 ATTENTIONS = ["sdpa", PACKED_SDPA]
 """transformers' SDPA with the mask it derives from position ids, and the recipe's per-example attention."""

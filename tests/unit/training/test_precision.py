@@ -7,12 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from openft.data.chat_data import load_chat_examples
 from openft.models.catalog import SMOLLM2, TINY_CHAT, find_base_model
 from openft.models.loader import load_model_and_tokenizer
-from openft.training.chat_data import load_chat_examples
+from openft.training.common import cpu_has_fast_bf16, resolve_dtype
 from openft.training.mixed_precision import keep_adapter_inputs_in_base_dtype
 from openft.training.packed_attention import use_packed_attention
-from openft.training.recipes.supervised import _cpu_has_fast_bf16, batch_loss, pack, resolve_dtype
+from openft.training.packing import pack
+from openft.training.supervised_loss import batch_loss
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 STEPS = 12
@@ -21,7 +23,7 @@ STEPS = 12
 def test_auto_dtype_is_bf16_exactly_where_the_hardware_runs_it_fast() -> None:
     cpu = torch.device("cpu")
     assert resolve_dtype("auto", TINY_CHAT, cpu) == torch.float32  # kept exact for the tests
-    expected = torch.bfloat16 if _cpu_has_fast_bf16() else torch.float32
+    expected = torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
     assert resolve_dtype("auto", SMOLLM2, cpu) == expected
     assert resolve_dtype("float32", SMOLLM2, cpu) == torch.float32
     assert resolve_dtype("bfloat16", TINY_CHAT, cpu) == torch.bfloat16

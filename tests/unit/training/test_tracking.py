@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from openft.training.events import EVENTS_FILE, EventWriter
+from openft.training.events import EventWriter
+from openft.training.protocol import EVENTS_FILE
 from openft.training.spec import TrainingSpec
 from openft.training.tracking import Tracking
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from openft.store.rows import JobRow
-from openft.training.events import EVENTS_FILE, LOG_FILE, EventReader
+from openft.training.protocol import EVENTS_FILE, LOG_FILE, EventReader
 
 
 def die_with_parent() -> None:

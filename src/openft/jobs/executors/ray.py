@@ -36,8 +36,7 @@ from openft.jobs.executors.local import die_with_parent, read_log_tail, training
 from openft.models.catalog import find_base_model
 from openft.settings import Settings
 from openft.store.rows import JobRow
-from openft.training.checkpointing import STATE_DIR
-from openft.training.events import EVENTS_FILE, LOG_FILE, EventReader
+from openft.training.protocol import EVENTS_FILE, LOG_FILE, STATE_DIR, EventReader
 
 log = logging.getLogger(__name__)
 

@@ -16,36 +16,28 @@ A grader that fails on a sample (a python grader that hangs or crashes, say) giv
 and is counted in ``train_grader_error_rate``; training goes on.
 
 Writes, like the supervised recipe: events, one adapter checkpoint per epoch, the final adapter and
-``results.csv`` (the standard columns, then the reward columns). Full training states, pause
-(SIGTERM) and resume work as in the supervised recipe (``training/checkpointing.py``).
+``results.csv`` (the standard columns, then the reward columns). The optimizer, full training
+states, pause (SIGTERM) and resume are the shared loop's (``training/loop.py``). Only LoRA: the KL
+reference is the base under the adapter.
 """
 
 from __future__ import annotations
 
-import csv
-import functools
-import math
-import random
-import shutil
 import statistics
 import time
-import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from openft.models.loader import load_model_and_tokenizer
-from openft.training.chat_data import TrainingDataError
-from openft.training.checkpointing import Checkpointer, Progress, epoch_order, resume
+from openft.data.chat_messages import TrainingDataError
+from openft.training.common import load_model, report_skipped_lines, validation_sample
 from openft.training.events import EventWriter
-from openft.training.recipes.supervised import (
-    lr_factor,
-    resolve_base_model,
-    resolve_dtype,
-    save_adapter,
-)
+from openft.training.failures import TrainingFailure
+from openft.training.loop import StepResult, TrainingLoop, epoch_steps, interval
+from openft.training.model_setup import LORA
 from openft.training.rft_grading import Grading
 from openft.training.rollouts import Completion, Prompt, completion_logprobs, load_prompts, sample
 from openft.training.spec import TrainingSpec
@@ -57,20 +49,8 @@ KL_COEF = 0.04
 TEMPERATURE = 0.7
 """Sampling temperature of training completions (log-probabilities are taken at the same temperature):
 at 1.0 with no top-k, small models spend most samples on gibberish."""
-MAX_GRAD_NORM = 1.0
-VALID_SAMPLE_SIZE = 32
-AUTO_EVALUATIONS = 10
-RESULTS_HEADER = [
-    "step",
-    "train_loss",
-    "train_accuracy",
-    "valid_loss",
-    "valid_mean_token_accuracy",
-    "train_mean_reward",
-    "train_reward_std",
-    "valid_mean_reward",
-    "full_valid_mean_reward",
-]
+REWARD_COLUMNS = ["train_mean_reward", "train_reward_std", "valid_mean_reward", "full_valid_mean_reward"]
+"""The columns ``results.csv`` has after OpenAI's five (this method has no token loss or accuracy)."""
 
 
 def group_size(compute_multiplier: float) -> int:
@@ -96,221 +76,137 @@ def run(spec: TrainingSpec, events: EventWriter) -> None:
 
     Raises:
         TrainingDataError: a line cannot be rendered as a prompt, or the job has no grader.
+        TrainingFailure: the job asks for full fine-tuning.
         ValueError: the base model is unknown or ``spec.dtype`` is not a dtype name.
     """
     started = time.perf_counter()
-    output_dir = Path(spec.output_dir)
-    random.seed(spec.seed)
-    torch.manual_seed(spec.seed)
+    if spec.training_type != LORA:
+        raise TrainingFailure("Reinforcement fine-tuning trains LoRA adapters only.", param="method")
     grading = Grading(spec, Path(spec.models_dir))
+    try:
+        base, trainable = load_model(spec, events)
+        new_tokens = max_new_tokens(spec.reasoning_effort)
+        policy = _Policy(trainable.model, trainable.tokenizer, grading, new_tokens, group_size(spec.compute_multiplier))
+        max_prompt = max(16, (spec.max_seq_len or base.context_length) - new_tokens)
+        train = _load(spec.training_file, trainable.tokenizer, max_prompt, events, "training")
+        valid = (
+            _load(spec.validation_file, trainable.tokenizer, max_prompt, events, "validation")
+            if spec.validation_file
+            else []
+        )
+        valid_sample = [valid[i] for i in validation_sample(len(valid), spec.seed)]
+        steps_per_epoch = epoch_steps(len(train), spec.batch_size)
+        eval_every = interval(spec.eval_interval, spec.n_epochs * steps_per_epoch)
+        eval_samples = spec.eval_samples or 1
+        assert spec.grader is not None  # Grading refused a job without one
+        events.message(
+            f"Reinforcement fine-tuning on {len(train)} prompts, {spec.n_epochs} epochs of {steps_per_epoch} "
+            f"steps, batch size {spec.batch_size}, {policy.n_group} completions per prompt of at most "
+            f"{new_tokens} tokens, grader '{spec.grader['name']}' ({spec.grader['type']})"
+            + (f"; validating on {len(valid)} prompts" if valid else ""),
+            data={"samples_per_prompt": policy.n_group, "max_new_tokens": new_tokens, "eval_interval": eval_every},
+        )
 
-    from peft import LoraConfig, get_peft_model
+        def validate(step: int, epoch_end: bool) -> dict[str, Any]:
+            row: dict[str, Any] = {}
+            if valid_sample and step % eval_every == 0 and not (epoch_end and len(valid_sample) == len(valid)):
+                row["valid_mean_reward"] = policy.mean_reward(valid_sample, eval_samples)
+            if valid and epoch_end:
+                row["full_valid_mean_reward"] = policy.mean_reward(valid, eval_samples)
+                row.setdefault("valid_mean_reward", row["full_valid_mean_reward"])
+            return row
 
-    base = resolve_base_model(spec.base_model)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, tokenizer = load_model_and_tokenizer(
-        base, Path(spec.models_dir), dtype=resolve_dtype(spec.dtype, base.id, device)
-    )
-    lora = LoraConfig(
-        r=spec.lora_rank,
-        lora_alpha=spec.lora_alpha,
-        lora_dropout=spec.lora_dropout,
-        target_modules="all-linear",
-        task_type="CAUSAL_LM",
-    )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
-        model = get_peft_model(model, lora).to(device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
+        loop = TrainingLoop(spec, events, trainable, len(train), started=started)
+        if valid and loop.step == 0:
+            before = policy.mean_reward(valid, eval_samples)
+            events.message(
+                f"Full validation mean reward before training: {before:.3f}",
+                data={"step": 0, "full_valid_mean_reward": before},
+            )
+        if loop.run(lambda indices: policy.train_step([train[i] for i in indices]), validate):
+            loop.finish(
+                extra_columns=REWARD_COLUMNS,
+                hyperparameters={
+                    "n_epochs": spec.n_epochs,
+                    "batch_size": spec.batch_size,
+                    "learning_rate_multiplier": spec.learning_rate_multiplier,
+                    "compute_multiplier": spec.compute_multiplier,
+                    "reasoning_effort": spec.reasoning_effort,
+                    "eval_interval": eval_every,
+                    "eval_samples": eval_samples,
+                },
+            )
+    finally:
+        grading.close()
 
-    new_tokens = max_new_tokens(spec.reasoning_effort)
-    max_prompt = max(16, (spec.max_seq_len or base.context_length) - new_tokens)
-    train = _load(spec.training_file, tokenizer, max_prompt, events, "training")
-    valid = _load(spec.validation_file, tokenizer, max_prompt, events, "validation") if spec.validation_file else []
-    n_group = group_size(spec.compute_multiplier)
-    steps_per_epoch = math.ceil(len(train) / spec.batch_size)
-    total_steps = spec.n_epochs * steps_per_epoch
-    eval_every = spec.eval_interval or max(1, round(total_steps / AUTO_EVALUATIONS))
-    eval_samples = spec.eval_samples or 1
-    valid_sample = [
-        valid[i] for i in sorted(random.Random(spec.seed).sample(range(len(valid)), min(VALID_SAMPLE_SIZE, len(valid))))
-    ]
-    events.message(
-        f"Reinforcement fine-tuning on {len(train)} prompts, {spec.n_epochs} epochs of {steps_per_epoch} steps, "
-        f"batch size {spec.batch_size}, {n_group} completions per prompt of at most {new_tokens} tokens, "
-        f"grader '{spec.grader['name']}' ({spec.grader['type']})"
-        + (f"; validating on {len(valid)} prompts" if valid else ""),
-        data={"samples_per_prompt": n_group, "max_new_tokens": new_tokens, "eval_interval": eval_every},
-    )
 
-    def evaluate(prompts: Sequence[Prompt]) -> float:
+@dataclass
+class _Policy:
+    """The model being trained, as a sampler of graded completions."""
+
+    model: Any
+    tokenizer: Any
+    grading: Grading
+    new_tokens: int
+    """The most tokens a completion may have."""
+    n_group: int
+    """Completions sampled per training prompt."""
+
+    def mean_reward(self, prompts: Sequence[Prompt], n_samples: int) -> float:
+        """Mean reward of ``n_samples`` completions per prompt (1: greedy), eight prompts at a time."""
         rewards: list[float] = []
         for first in range(0, len(prompts), 8):
             chunk = prompts[first : first + 8]
             groups = sample(
-                model, tokenizer, chunk, eval_samples, new_tokens, greedy=eval_samples == 1, temperature=TEMPERATURE
+                self.model,
+                self.tokenizer,
+                chunk,
+                n_samples,
+                self.new_tokens,
+                greedy=n_samples == 1,
+                temperature=TEMPERATURE,
             )
             for prompt, group in zip(chunk, groups, strict=True):
-                rewards += grading.rewards(prompt, group)[0]
+                rewards += self.grading.rewards(prompt, group)[0]
         return statistics.fmean(rewards)
 
-    optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=0.0)
-    warmup_steps = round(spec.warmup_ratio * total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup_steps, total_steps))
-    # Pause and resume as in the supervised recipe (training/checkpointing.py): a resumed run takes its
-    # place in the prompts, its history, the LoRA weights, the optimizer and every RNG from the saved state.
-    progress = resume(
-        spec.resume_from,
-        model,
-        optimizer,
-        scheduler,
-        Progress(total_steps=total_steps, seed=spec.seed, n_examples=len(train), batch_size=spec.batch_size),
-        events,
-    )
-    started -= progress.elapsed_seconds
-    history, saved_steps = progress.history, progress.saved_steps
-    step, trained_tokens, train_seconds = progress.step, progress.trained_tokens, progress.train_seconds
-    checkpointer = Checkpointer(
-        output_dir, every_steps=spec.save_state_every_steps, every_seconds=spec.save_state_every_seconds
-    )
-    checkpointer.install_stop_handler()
-
-    def save_state(epoch: int, position: int, order: list[int]) -> None:
-        checkpointer.save(
-            model,
-            optimizer,
-            scheduler,
-            progress,
-            step=step,
-            epoch=epoch,
-            position=position,
-            epoch_order=order,
-            trained_tokens=trained_tokens,
-            train_seconds=train_seconds,
-            elapsed_seconds=time.perf_counter() - started,
-        )
-
-    def save_checkpoint() -> None:
-        """A servable checkpoint at ``step``; only the last keep_checkpoints stay on disk."""
-        if spec.keep_checkpoints <= 0 or not history or (saved_steps and saved_steps[-1] == step):
-            return
-        path = f"checkpoints/step-{step}"
-        save_adapter(model, tokenizer, output_dir / path)
-        metrics = {k: v for k, v in history[-1].items() if k not in ("total_steps", "epoch")}
-        events.checkpoint(step=step, path=path, metrics=metrics)
-        saved_steps.append(step)
-        while len(saved_steps) > spec.keep_checkpoints:
-            old = saved_steps.pop(0)
-            shutil.rmtree(output_dir / f"checkpoints/step-{old}", ignore_errors=True)
-            events.checkpoint_deleted(old)
-
-    if valid and step == 0:
-        before = evaluate(valid)
-        events.message(
-            f"Full validation mean reward before training: {before:.3f}",
-            data={"step": 0, "full_valid_mean_reward": before},
-        )
-
-    model.train()
-    for epoch in range(progress.epoch, spec.n_epochs):
-        order = epoch_order(len(train), spec.seed, epoch)
-        start = progress.position if epoch == progress.epoch else 0
-        for first in range(start, len(order), spec.batch_size):
-            step_started = time.perf_counter()
-            batch = [train[i] for i in order[first : first + spec.batch_size]]
-            groups = sample(model, tokenizer, batch, n_group, new_tokens, temperature=TEMPERATURE)
-            sampled_at = time.perf_counter()
-            rewards: list[float] = []
-            failures = 0
-            losses: list[float] = []
-            kls: list[float] = []
-            for prompt, group in zip(batch, groups, strict=True):
-                group_rewards, failed = grading.rewards(prompt, group)
-                rewards += group_rewards
-                failures += failed
-                trained_tokens += sum(len(prompt.input_ids) + len(c.token_ids) for c in group)
-                adv = advantages(group_rewards)
-                if not any(adv):
-                    continue
-                loss, kl = _group_loss(model, prompt, group, adv)
-                (loss / len(batch)).backward()
-                losses.append(float(loss.item()))
-                kls.append(kl)
-            graded_at = time.perf_counter()
-            torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            train_seconds += time.perf_counter() - step_started
-            row: dict[str, Any] = {
-                "step": step,
-                "total_steps": total_steps,
-                "epoch": epoch + 1,
-                "train_loss": statistics.fmean(losses) if losses else 0.0,
-                "train_mean_reward": statistics.fmean(rewards),
-                "train_reward_std": statistics.pstdev(rewards),
-                "train_grader_error_rate": failures / len(rewards),
-                "kl": statistics.fmean(kls) if kls else 0.0,
-                "completion_tokens_mean": statistics.fmean(len(c.token_ids) for g in groups for c in g),
-            }
-            epoch_end = first + spec.batch_size >= len(order)
-            if valid_sample and step % eval_every == 0 and not (epoch_end and len(valid_sample) == len(valid)):
-                row["valid_mean_reward"] = evaluate(valid_sample)
-            if valid and epoch_end:
-                row["full_valid_mean_reward"] = evaluate(valid)
-                row.setdefault("valid_mean_reward", row["full_valid_mean_reward"])
-            history.append(row)
-            events.metrics(
-                **row,
-                trained_tokens=trained_tokens,
-                timing={
-                    "sampling": sampled_at - step_started,
-                    "grading_and_training": graded_at - sampled_at,
-                    "full_iteration": time.perf_counter() - step_started,
-                },
-                elapsed_seconds=time.perf_counter() - started,
-            )
-            # A stop request (SIGTERM: pause) saves a servable checkpoint and a full state, then ends cleanly.
-            if not epoch_end and checkpointer.save_point(
-                step,
-                epoch_end=False,
-                save_checkpoint=save_checkpoint,
-                save_state=functools.partial(save_state, epoch, first + spec.batch_size, order),
-            ):
-                grading.close()
-                events.stopped(step)
-                return
-
-        if checkpointer.save_point(
-            step,
-            epoch_end=True,
-            save_checkpoint=save_checkpoint,
-            save_state=functools.partial(save_state, epoch + 1, 0, []),
-        ):
-            grading.close()
-            events.stopped(step)
-            return
-
-    grading.close()
-    save_adapter(model, tokenizer, output_dir / "adapter")
-    write_results_csv(history, output_dir / "results.csv")
-    events.result(
-        adapter_path="adapter",
-        results_csv="results.csv",
-        trained_tokens=trained_tokens,
-        n_examples=len(train),
-        total_steps=total_steps,
-        hyperparameters={
-            "n_epochs": spec.n_epochs,
-            "batch_size": spec.batch_size,
-            "learning_rate_multiplier": spec.learning_rate_multiplier,
-            "compute_multiplier": spec.compute_multiplier,
-            "reasoning_effort": spec.reasoning_effort,
-            "eval_interval": eval_every,
-            "eval_samples": eval_samples,
-        },
-    )
+    def train_step(self, batch: list[Prompt]) -> StepResult:
+        """Sample a group per prompt, grade it, and backpropagate the groups' policy-gradient losses."""
+        step_started = time.perf_counter()
+        groups = sample(self.model, self.tokenizer, batch, self.n_group, self.new_tokens, temperature=TEMPERATURE)
+        sampled_at = time.perf_counter()
+        rewards: list[float] = []
+        failures = n_tokens = 0
+        losses: list[float] = []
+        kls: list[float] = []
+        for prompt, group in zip(batch, groups, strict=True):
+            group_rewards, failed = self.grading.rewards(prompt, group)
+            rewards += group_rewards
+            failures += failed
+            n_tokens += sum(len(prompt.input_ids) + len(c.token_ids) for c in group)
+            adv = advantages(group_rewards)
+            if not any(adv):
+                continue  # equal rewards teach nothing
+            loss, kl = _group_loss(self.model, prompt, group, adv)
+            (loss / len(batch)).backward()
+            losses.append(float(loss.item()))
+            kls.append(kl)
+        train_loss = statistics.fmean(losses) if losses else 0.0
+        metrics = {
+            "train_loss": train_loss,
+            "train_mean_reward": statistics.fmean(rewards),
+            "train_reward_std": statistics.pstdev(rewards),
+            "train_grader_error_rate": failures / len(rewards),
+            "kl": statistics.fmean(kls) if kls else 0.0,
+            "completion_tokens_mean": statistics.fmean(len(c.token_ids) for g in groups for c in g),
+        }
+        done = time.perf_counter()
+        timing = {
+            "sampling": sampled_at - step_started,
+            "grading_and_training": done - sampled_at,
+            "full_iteration": done - step_started,
+        }
+        return StepResult(loss=train_loss, metrics=metrics, n_tokens=n_tokens, report={"timing": timing})
 
 
 def _group_loss(
@@ -334,24 +230,10 @@ def _load(path: str, tokenizer: Any, max_prompt: int, events: EventWriter, purpo
     prompts, truncated = load_prompts(path, tokenizer, max_prompt, purpose)
     if not prompts:
         raise TrainingDataError(f"The {purpose} file has no prompts.", param=f"{purpose}_file")
-    if truncated:
-        events.message(
-            f"{len(truncated)} {purpose} prompts were longer than {max_prompt} tokens and were cut to their "
-            f"last {max_prompt} tokens: lines {', '.join(map(str, truncated))}",
-            level="warn",
-            data={"file": purpose, "lines": truncated},
-        )
+    report_skipped_lines(
+        events,
+        truncated,
+        f"{purpose} prompts were longer than {max_prompt} tokens and were cut to their last {max_prompt} tokens",
+        file=purpose,
+    )
     return prompts
-
-
-def write_results_csv(history: Sequence[dict[str, Any]], path: Path) -> None:
-    """``results.csv``: the standard columns (no token loss or accuracy here), then the rewards."""
-
-    def cell(value: float | None) -> str:
-        return "" if value is None else f"{value:.8g}"
-
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(RESULTS_HEADER)
-        for row in history:
-            writer.writerow([row["step"], *(cell(row.get(k)) for k in RESULTS_HEADER[1:])])

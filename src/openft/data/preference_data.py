@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from openft.training.chat_data import IGNORE_INDEX, TokenizedExample, TrainingDataError, tokenize_example
+from openft.data.chat_data import IGNORE_INDEX, TokenizedExample, tokenize_example
+from openft.data.chat_messages import TrainingDataError
 
 
 @dataclass(frozen=True)
