@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 
 import anyio.to_thread
+from cachetools import TTLCache
 from fastapi import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -69,23 +70,18 @@ class PrincipalCache:
 
     def __init__(self, keys: KeyStore, ttl: float = PRINCIPAL_TTL_SECONDS, size: int = PRINCIPAL_CACHE_SIZE):
         self.keys = keys
-        self.ttl = ttl
-        self.size = size
-        self._entries: dict[str, tuple[Principal, int, float]] = {}
+        # Each principal keeps the key store's generation it was resolved under: a key created or revoked
+        # through this process's store outdates every entry at once. Used from the event loop only.
+        self._entries: TTLCache[str, tuple[Principal, int]] = TTLCache(maxsize=size, ttl=ttl, timer=time.monotonic)
 
     def get(self, header: str | None) -> Principal | None:
         entry = self._entries.get(hash_key(header or ""))
-        if entry is None:
+        if entry is None or entry[1] != self.keys.generation:
             return None
-        principal, generation, expires = entry
-        if generation != self.keys.generation or time.monotonic() > expires:
-            return None
-        return principal
+        return entry[0]
 
     def put(self, header: str | None, principal: Principal) -> None:
-        if len(self._entries) >= self.size:
-            self._entries.clear()  # many distinct headers: start over rather than track their ages
-        self._entries[hash_key(header or "")] = (principal, self.keys.generation, time.monotonic() + self.ttl)
+        self._entries[hash_key(header or "")] = (principal, self.keys.generation)
 
 
 class AuthMiddleware:
