@@ -192,6 +192,24 @@ def test_store_false_and_max_output_tokens(client: OpenAI) -> None:
         client.responses.retrieve(made.id)
 
 
+def test_truncation_auto_drops_the_oldest_turns(client: OpenAI) -> None:
+    # tiny-chat reads 1024 tokens, one per byte: two turns of 600 bytes do not fit together.
+    first = client.responses.create(model=TINY, input="a" * 600, max_output_tokens=2)
+    later = "b" * 600
+    with pytest.raises(openai.BadRequestError) as too_long:
+        client.responses.create(model=TINY, input=later, previous_response_id=first.id, max_output_tokens=2)
+    assert too_long.value.code == "context_length_exceeded"
+    made = client.responses.create(
+        model=TINY, input=later, previous_response_id=first.id, max_output_tokens=2, truncation="auto"
+    )
+    alone = client.responses.create(model=TINY, input=later, max_output_tokens=2)
+    assert made.truncation == "auto" and made.usage is not None and alone.usage is not None
+    assert made.usage.input_tokens == alone.usage.input_tokens  # the first turn was dropped whole
+    assert len(list(client.responses.input_items.list(made.id))) == 3  # and is still part of the conversation
+    with pytest.raises(openai.BadRequestError):  # nothing left to drop
+        client.responses.create(model=TINY, input="c" * 1100, truncation="auto")
+
+
 @pytest.mark.parametrize(
     ("extra", "param"),
     [
@@ -201,7 +219,6 @@ def test_store_false_and_max_output_tokens(client: OpenAI) -> None:
         ({"reasoning": {"effort": "low"}}, "reasoning"),
         ({"background": True}, "background"),
         ({"include": ["file_search_call.results"]}, "include[0]"),
-        ({"truncation": "auto"}, "truncation"),
         ({"conversation": "conv_1"}, "conversation"),
         ({"text": {"verbosity": "low"}}, "text.verbosity"),
         ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}, "input[0].content[0]"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -27,7 +27,7 @@ from openft.api.response_streams import response_events
 from openft.errors import InvalidRequest
 from openft.responses.items import output_items
 from openft.responses.request import ResponseCreateRequest
-from openft.responses.service import ResponseService, usage
+from openft.responses.service import ResponseService, Turn, usage
 from openft.serving.backend import Generation, SamplingParams, StreamDelta
 from openft.store.responses import ResponseStore
 
@@ -74,6 +74,30 @@ def _chat_request(
         raise
 
 
+async def _start(
+    request: Request,
+    threads: GenerationThreads,
+    turn: Turn,
+    generate: Callable[..., Any],
+    params: SamplingParams,
+    tools: list[dict[str, Any]] | None,
+    cancel: threading.Event,
+) -> tuple[Any, Turn]:
+    """``generate(messages, params, tools=..., cancel=...)`` on a generation thread (None: the client left),
+    and the turn it ran for: with ``truncation: auto`` a conversation longer than the model's context
+    drops its oldest turns until it fits, as OpenAI's does."""
+    while True:
+        call = functools.partial(generate, turn.messages, params, tools=tools)
+        try:
+            return await threads.run_until_disconnect(request.receive, call, cancel), turn
+        except InvalidRequest as exc:
+            auto = turn.request.truncation == "auto" and exc.code == "context_length_exceeded"
+            shorter = turn.without_oldest_turn() if auto else None
+            if shorter is None:
+                raise
+            turn = shorter
+
+
 @router.post("", response_model=None)
 async def create_response(
     request: Request,
@@ -89,16 +113,16 @@ async def create_response(
     chat, params = _chat_request(body, turn.messages)
     tools_requested = chat.wants_tool_calls()
     backend = await threads.run(request.app.state.backend)  # the first call imports the backend
+    generate = backend.stream_chat if body.stream else backend.chat
+    cancel = threading.Event()
+    # Bad requests are raised here, before a stream starts; generation then runs in the backend's engine.
+    outcome, turn = await _start(
+        request, threads, turn, functools.partial(generate, served), params, chat.tools, cancel
+    )
+    if outcome is None:
+        return Response(status_code=CLIENT_CLOSED)
     if body.stream:
-        cancel = threading.Event()
-        # Raises bad requests here, before the response starts; generation then runs in the backend's engine.
-        deltas: Iterator[StreamDelta] | None = await threads.run_until_disconnect(
-            request.receive,
-            functools.partial(backend.stream_chat, served, turn.messages, params, tools=chat.tools),
-            cancel,
-        )
-        if deltas is None:
-            return Response(status_code=CLIENT_CLOSED)
+        deltas: Iterator[StreamDelta] = outcome
         events = response_events(
             request,
             threads,
@@ -110,11 +134,7 @@ async def create_response(
             tools_requested=tools_requested,
         )
         return StreamingResponse(events, media_type="text/event-stream", background=BackgroundTask(cancel.set))
-    gen: Generation | None = await threads.run_until_disconnect(
-        request.receive, functools.partial(backend.chat, served, turn.messages, params, tools=chat.tools)
-    )
-    if gen is None:
-        return Response(status_code=CLIENT_CLOSED)
+    gen: Generation = outcome
     choice = gen.choices[0]
     output = output_items(
         choice.text,

@@ -7,7 +7,7 @@ offered and parsed as chat's.
 
 What openft cannot do is refused with a 400 naming the parameter, never ignored: built-in tools
 (web search, file search, code interpreter, computer use, MCP, image generation, shell...),
-``reasoning``, ``background``, ``conversation``, reusable ``prompt`` templates, ``truncation: auto``,
+``reasoning``, ``background``, ``conversation``, reusable ``prompt`` templates,
 ``include`` values other than ``message.output_text.logprobs``, and ``text.verbosity`` other than
 ``medium``. Parameters that only name the caller or hint at caching (``user``, ``safety_identifier``,
 ``prompt_cache_key``, ``prompt_cache_retention``, ``service_tier``) change no answer and are accepted.
@@ -131,8 +131,6 @@ class ResponseCreateRequest(BaseModel):
                 raise InvalidRequest(message, param=name)
         if self.background:
             raise InvalidRequest("Background responses are not supported; use `stream` instead.", param="background")
-        if self.truncation == "auto":
-            raise InvalidRequest("Only `truncation: disabled` is supported.", param="truncation")
         for i, value in enumerate(self.include or []):
             if value != LOGPROBS_INCLUDE:
                 raise InvalidRequest(

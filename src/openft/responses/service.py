@@ -8,6 +8,7 @@ turns the answer into the response object and stores it when ``store`` is true.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -30,7 +31,26 @@ class Turn:
     items: list[dict[str, Any]]
     """Every input item of the conversation, this request's own input last (what ``input_items`` lists)."""
     messages: list[dict[str, Any]]
-    """The conversation as chat messages, ``instructions`` first."""
+    """The conversation as chat messages, ``instructions`` first (without the turns truncation dropped)."""
+    start: int = 0
+    """Index in ``items`` of the first item the model sees (``truncation: auto`` drops whole turns)."""
+
+    def without_oldest_turn(self) -> Turn | None:
+        """The same turn with the oldest remaining user turn (the user message and every item up to the
+        next user message) dropped from what the model sees; None when only the last turn is left.
+
+        Truncation never starts at a function call or its output, so a call and its output leave together.
+        """
+        later_users = [
+            i
+            for i in range(self.start + 1, len(self.items))
+            if self.items[i]["type"] == "message" and self.items[i]["role"] == "user"
+        ]
+        if not later_users:
+            return None
+        start = later_users[0]
+        messages = chat_messages(self.items[start:], self.request.instructions)
+        return dataclasses.replace(self, messages=messages, start=start)
 
 
 def _as_context(item: dict[str, Any]) -> dict[str, Any]:
@@ -90,7 +110,7 @@ def response_object(
         "tools": wire_tools(request.tools),
         "top_logprobs": request.top_logprobs or 0,
         "top_p": 1.0 if request.top_p is None else request.top_p,
-        "truncation": "disabled",
+        "truncation": request.truncation or "disabled",
         "usage": token_usage if finished else None,
         "user": request.user,
         "metadata": request.metadata or {},

@@ -185,3 +185,27 @@ def test_without_parallel_tool_calls_only_the_first_call_is_kept() -> None:
     assert len(output_items(text, incomplete=False, tools_requested=True)) == 2
     (call,) = output_items(text, incomplete=False, tools_requested=True, parallel_calls=False)
     assert call["arguments"] == '{"day": 1}'
+
+
+def test_truncation_drops_whole_turns_calls_included() -> None:
+    from openft.responses.service import Turn
+
+    items = input_items(
+        [
+            {"role": "user", "content": "one"},
+            {"type": "function_call", "call_id": "c1", "name": "weather", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+            {"role": "assistant", "content": "Sunny."},
+            {"role": "user", "content": "two"},
+            {"role": "assistant", "content": "Ok."},
+            {"role": "user", "content": "three"},
+        ]
+    )
+    request = ResponseCreateRequest.model_validate({"model": "m", "input": "x", "instructions": "Be brief."})
+    turn = Turn(id="resp_1", created_at=0, request=request, items=items, messages=chat_messages(items, "Be brief."))
+    shorter = turn.without_oldest_turn()
+    assert shorter is not None and shorter.items == items and shorter.start == 4
+    assert [m["content"] for m in shorter.messages] == ["Be brief.", "two", "Ok.", "three"]
+    shortest = shorter.without_oldest_turn()
+    assert shortest is not None and [m["content"] for m in shortest.messages] == ["Be brief.", "three"]
+    assert shortest.without_oldest_turn() is None
