@@ -21,7 +21,7 @@ router = APIRouter(prefix="/v1/evals", tags=["evals"])
 def _service(request: Request) -> EvalService:
     state = request.app.state
     if getattr(state, "evals", None) is None:
-        state.evals = EvalService(state.settings, state.store, state.files, state.registry.resolve)
+        state.evals = EvalService(state.settings, state.store.engine, state.files, state.registry.resolve)
     return state.evals  # type: ignore[no-any-return]
 
 

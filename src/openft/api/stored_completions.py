@@ -9,14 +9,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 
-from openft.api.deps import PrincipalDep, StoreDep
+from openft.api.deps import PrincipalDep
 from openft.errors import InvalidRequest
 from openft.evals.spec import check_metadata
 from openft.store.completions import CompletionFilter, CompletionStore, StoredCompletionRow
 
 router = APIRouter(prefix="/v1/chat/completions", tags=["chat"])
+
+
+async def _completions(request: Request) -> CompletionStore:
+    return CompletionStore(request.app.state.store.engine)
+
+
+CompletionsDep = Annotated[CompletionStore, Depends(_completions)]
 
 
 def completion_to_wire(row: StoredCompletionRow) -> dict[str, Any]:
@@ -37,16 +44,14 @@ def metadata_filter(request: Request) -> dict[str, str] | None:
 def list_completions(
     request: Request,
     principal: PrincipalDep,
-    store: StoreDep,
+    completions: CompletionsDep,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     order: Literal["asc", "desc"] = "asc",
     model: str | None = None,
 ) -> dict[str, Any]:
     where = CompletionFilter(model=model, metadata=metadata_filter(request))
-    rows, has_more = CompletionStore(store.engine).list(
-        principal.organization_id, where, after=after, limit=limit, order=order
-    )
+    rows, has_more = completions.page(principal.organization_id, where, after=after, limit=limit, order=order)
     data = [completion_to_wire(r) for r in rows]
     return {
         "object": "list",
@@ -58,13 +63,13 @@ def list_completions(
 
 
 @router.get("/{completion_id}")
-def retrieve_completion(principal: PrincipalDep, store: StoreDep, completion_id: str) -> dict[str, Any]:
-    return completion_to_wire(CompletionStore(store.engine).get(completion_id, principal.organization_id))
+def retrieve_completion(principal: PrincipalDep, completions: CompletionsDep, completion_id: str) -> dict[str, Any]:
+    return completion_to_wire(completions.get(completion_id, principal.organization_id))
 
 
 @router.post("/{completion_id}")
 def update_completion(
-    principal: PrincipalDep, store: StoreDep, completion_id: str, body: Annotated[dict[str, Any], Body()]
+    principal: PrincipalDep, completions: CompletionsDep, completion_id: str, body: Annotated[dict[str, Any], Body()]
 ) -> dict[str, Any]:
     if "metadata" not in body:
         raise InvalidRequest("metadata is required.", param="metadata")
@@ -72,26 +77,26 @@ def update_completion(
     if metadata is not None and not isinstance(metadata, dict):
         raise InvalidRequest("metadata must be an object.", param="metadata")
     check_metadata(metadata)
-    row = CompletionStore(store.engine).update_metadata(completion_id, principal.organization_id, metadata)
+    row = completions.update_metadata(completion_id, principal.organization_id, metadata)
     return completion_to_wire(row)
 
 
 @router.delete("/{completion_id}")
-def delete_completion(principal: PrincipalDep, store: StoreDep, completion_id: str) -> dict[str, Any]:
-    CompletionStore(store.engine).delete(completion_id, principal.organization_id)
+def delete_completion(principal: PrincipalDep, completions: CompletionsDep, completion_id: str) -> dict[str, Any]:
+    completions.delete(completion_id, principal.organization_id)
     return {"id": completion_id, "object": "chat.completion.deleted", "deleted": True}
 
 
 @router.get("/{completion_id}/messages")
 def list_messages(
     principal: PrincipalDep,
-    store: StoreDep,
+    completions: CompletionsDep,
     completion_id: str,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     order: Literal["asc", "desc"] = "asc",
 ) -> dict[str, Any]:
-    row = CompletionStore(store.engine).get(completion_id, principal.organization_id)
+    row = completions.get(completion_id, principal.organization_id)
     messages = [{**_message(m), "id": f"{completion_id}-{i}"} for i, m in enumerate(row.request.get("messages", []))]
     if order == "desc":
         messages.reverse()

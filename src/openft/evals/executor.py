@@ -23,6 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import Engine
+
 from openft.errors import NotFound, OpenFTError
 from openft.evals import criteria, sources, spec
 from openft.evals.report import summarize
@@ -35,7 +37,6 @@ from openft.graders.service import private_dirs
 from openft.graders.template import TemplateError, make_sample
 from openft.serving.backend import SamplingParams, ServedModel
 from openft.settings import Settings
-from openft.store import Store
 from openft.store.completions import CompletionStore
 from openft.store.evals import COMPLETED, FAILED, EvalRow, EvalRunRow, EvalStore, OutputItemRow
 from openft.tenancy import Principal
@@ -96,15 +97,16 @@ class RunExecutor:
     def __init__(
         self,
         settings: Settings,
-        store: Store,
+        engine: Engine,
         files: FileService,
         resolve: Callable[[Principal, str], ServedModel],
         backend: Callable[[], Any],
     ):
-        """``resolve`` is the serving registry's ``resolve``; ``backend`` returns the serving backend."""
+        """``engine`` is the database's; ``resolve`` the serving registry's ``resolve``; ``backend`` returns the
+        serving backend."""
         self.settings = settings
-        self.evals = EvalStore(store.engine)
-        self.completions = CompletionStore(store.engine)
+        self.evals = EvalStore(engine)
+        self.completions = CompletionStore(engine)
         self.files = files
         self._resolve = resolve
         self._backend = backend

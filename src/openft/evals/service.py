@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import Engine
+
 from openft.errors import InvalidRequest, NotFound
 from openft.evals import sources, spec
 from openft.files.service import FileService
@@ -19,7 +21,6 @@ from openft.graders.service import judge_models
 from openft.graders.spec import parse_grader
 from openft.serving.backend import ServedModel
 from openft.settings import Settings
-from openft.store import Store
 from openft.store.evals import QUEUED, EvalRow, EvalRunRow, EvalStore, OutputItemRow
 from openft.tenancy import Principal
 
@@ -44,13 +45,13 @@ class EvalService:
     def __init__(
         self,
         settings: Settings,
-        store: Store,
+        engine: Engine,
         files: FileService,
         resolve_model: Callable[[Principal, str], ServedModel],
     ):
         """``resolve_model`` is the serving registry's ``resolve`` (which models a caller may use)."""
         self.settings = settings
-        self.evals = EvalStore(store.engine)
+        self.evals = EvalStore(engine)
         self.files = files
         self._resolve = resolve_model
 

@@ -111,8 +111,9 @@ def item_errors(schema: dict[str, Any], item: Any) -> str | None:
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(item))
     if error is None:
         return None
+    message: str = error.message
     where = "/".join(str(p) for p in error.absolute_path)
-    return error.message + (f" (at {where})" if where else "")
+    return message + (f" (at {where})" if where else "")
 
 
 def template_strings(value: Any) -> Iterator[str]:

@@ -92,7 +92,7 @@ class CompletionStore:
             raise CompletionNotFound(f"Chat completion with id '{completion_id}' not found.", param="completion_id")
         return _row(row)
 
-    def list(
+    def page(
         self, organization_id: str, where: CompletionFilter, *, after: str | None, limit: int, order: str
     ) -> tuple[list[StoredCompletionRow], bool]:
         t = s.stored_completions
