@@ -86,7 +86,7 @@ def create_app(settings: Settings, *, embedded_worker: bool = True) -> FastAPI:
         if settings.eval_executor:  # every API process runs eval runs on its own serving engine
             from openft.evals.executor import RunExecutor
 
-            runs = RunExecutor(settings, store, file_service, app.state.registry.resolve, app.state.backend)
+            runs = RunExecutor(settings, store.engine, file_service, app.state.registry.resolve, app.state.backend)
             threading.Thread(target=runs.run, args=(stop,), name="openft-eval-runs", daemon=True).start()
         thread = None
         if embedded_worker:
