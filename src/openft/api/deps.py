@@ -56,7 +56,7 @@ async def _permissions(request: Request) -> CheckpointPermissions:
 
 
 async def _webhooks(request: Request) -> WebhookEndpoints:
-    return request.app.state.webhooks  # type: ignore[no-any-return]
+    return request.app.state.webhooks  # type: ignore[no-any-return]  # app.state holds untyped attributes
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlalchemy import Column, Select, Table, select
 from sqlalchemy.engine import Row
 
-R = TypeVar("R")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+R = TypeVar("R", bound="DataclassInstance")
 
 
 class RowMapper(Generic[R]):
@@ -25,7 +28,7 @@ class RowMapper(Generic[R]):
         self.row_class = row_class
         self._make: Callable[..., R] = row_class
         self.table = table
-        self.fields: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(row_class))  # type: ignore[arg-type]
+        self.fields: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(row_class))
         self.columns: tuple[Column[Any], ...] = tuple(table.c[name] for name in self.fields)
 
     def select(self) -> Select[Any]:

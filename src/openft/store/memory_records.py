@@ -14,7 +14,7 @@ import itertools
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from openft.store.base import Conflict
 from openft.store.keys import ApiKeyRow
@@ -29,7 +29,11 @@ from openft.store.webhooks import (
     endpoint_not_found,
 )
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 R = TypeVar("R")
+D = TypeVar("D", bound="DataclassInstance")
 
 
 class Table(dict[str, tuple[int, R]], Generic[R]):
@@ -81,8 +85,8 @@ def out(row: R) -> R:
     return copy.deepcopy(row)
 
 
-def replace(row: R, **values: Any) -> R:
-    return dataclasses.replace(row, **values)  # type: ignore[type-var]
+def replace(row: D, **values: Any) -> D:
+    return dataclasses.replace(row, **values)
 
 
 class MemoryApiKeys:
