@@ -55,6 +55,15 @@ class Settings(BaseSettings):
     training_threads: int | None = None
     """torch threads in the training process; default: all cores."""
 
+    training_memory_limit_mb: float | None = Field(default=None, gt=0)
+    """Memory a training process may use, in MiB; job estimates (``POST /v1/fine_tuning/jobs/estimate``)
+    say ``fits: false`` above it. Unset: the training device's memory (RAM within the cgroup limit, or
+    the GPU's)."""
+
+    estimate_calibration_seconds: float = Field(default=60.0, ge=0)
+    """The most a job estimate spends measuring throughput when this server has none for its model,
+    method and device (a few training steps on the job's first examples, then cached); 0: never."""
+
     serving_threads: int | None = None
     """torch threads for inference in the server process; default: all cores."""
 

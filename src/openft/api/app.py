@@ -14,7 +14,9 @@ from fastapi import FastAPI
 from openft import __version__
 from openft.api import checkpoint_permissions, dashboard, files, fine_tuning, inference, models, uploads
 from openft.api import evals as eval_routes
+from openft.api import estimates as estimate_routes
 from openft.api import graders as grader_routes
+from openft.api import model_exports as model_export_routes
 from openft.api import responses as response_routes
 from openft.api import stored_completions as stored_completion_routes
 from openft.api import webhooks as webhook_routes
@@ -122,6 +124,8 @@ def create_app(settings: Settings, *, embedded_worker: bool = True) -> FastAPI:
     install_error_handlers(app)
     for module in (files, fine_tuning, models, inference):
         app.include_router(module.router)
+    app.include_router(estimate_routes.router)
+    app.include_router(model_export_routes.router)
     app.include_router(webhook_routes.router)
     app.include_router(uploads.router)
     app.include_router(checkpoint_permissions.router)

@@ -1,4 +1,4 @@
-"""``openft jobs create|list|get|cancel|pause|resume|events|checkpoints|follow``."""
+"""``openft jobs create|estimate|list|get|cancel|pause|resume|events|checkpoints|follow``."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from openft.cli.estimate import jobs_estimate
 from openft.cli.follow import follow_job
 from openft.cli.options import DEFAULT_URL, AsJson, BaseUrl, console, id_column, make_client, print_json
 
 jobs_app = typer.Typer(help="Fine-tuning jobs on a server.", no_args_is_help=True)
+jobs_app.command("estimate")(jobs_estimate)
 
 
 def _age(created_at: int) -> str:

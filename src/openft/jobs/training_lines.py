@@ -19,6 +19,7 @@ from openft.jobs import status as st
 from openft.jobs.claim import Claim
 from openft.jobs.executors import Handle
 from openft.jobs.recovery import TRAINING, LineEvents
+from openft.jobs.run_report import observe_line
 from openft.settings import Settings
 from openft.store import Store
 from openft.store.recovery import add_checkpoint_once, delete_checkpoints
@@ -94,6 +95,7 @@ def record_line(run: Running, line: dict[str, Any], *, store: Store, files: File
     (``result``, ``error``, ``stopped``) on ``run`` for the worker to act on when the process exits."""
     kind = line.get("kind")
     job_id = run.job.id
+    observe_line(run.extra, line)  # for the summary the job's events end with (jobs/run_report.py)
     if kind == "message":
         run.events.append(line, line["message"], level=line.get("level", "info"), data=line.get("data"))
     elif kind == "metrics":

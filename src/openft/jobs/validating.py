@@ -16,7 +16,9 @@ from openft.files.service import FileService
 from openft.jobs import hyperparameters
 from openft.jobs import status as st
 from openft.jobs.claim import Claim
+from openft.jobs.estimate import InputFile
 from openft.jobs.recovery import pin_input, pinned_input
+from openft.jobs.run_report import save_estimate
 from openft.jobs.transitions import NewEvent, fail, transition
 from openft.settings import Settings
 from openft.store import Store
@@ -56,12 +58,16 @@ class Validation:
         report = self._check(job, claim, job.training_file, "training")
         if report is None:
             return
-        if job.validation_file and self._check(job, claim, job.validation_file, "validation") is None:
-            return
+        valid_report = None
+        if job.validation_file:
+            valid_report = self._check(job, claim, job.validation_file, "validation")
+            if valid_report is None:
+                return
         for file_id in filter(None, (job.training_file, job.validation_file)):
             source = input_path(self.settings, self.store, self.files, job, file_id)
             claim.check()
             pin_input(self.settings.jobs_dir / job.id, file_id, source, progress=claim.progress)
+        self._estimate(job, claim, report, valid_report)
         # The method's own section holds every requested value (beta for DPO, ...); the job's
         # top-level hyperparameters carry the three all methods share.
         requested = (job.method.get(method) or {}).get("hyperparameters") or job.hyperparameters
@@ -80,6 +86,16 @@ class Validation:
             hyperparameters={k: resolved_all[k] for k in hyperparameters.COMMON},
             method=method_obj,
         )
+
+    def _estimate(self, job: JobRow, claim: Claim, training: FileReport, validation: FileReport | None) -> None:
+        """Keep the job's estimate for its events (``jobs/run_report.py``); never fails the job."""
+
+        def pinned(file_id: str, report: FileReport) -> InputFile:
+            return InputFile(file_id, input_path(self.settings, self.store, self.files, job, file_id), report)
+
+        valid = pinned(job.validation_file, validation) if job.validation_file and validation else None
+        train = pinned(job.training_file, training)
+        save_estimate(self.settings, self.store, job, train, valid, progress=claim.progress)
 
     def _check(self, job: JobRow, claim: Claim, file_id: str, purpose: str) -> FileReport | None:
         """Validate one file; None when it failed the job."""

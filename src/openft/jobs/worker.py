@@ -25,8 +25,8 @@ from typing import Any
 
 from openft.errors import OpenFTError
 from openft.files.service import FileService
+from openft.jobs import run_report, webhooks
 from openft.jobs import status as st
-from openft.jobs import webhooks
 from openft.jobs.claim import Claim, ClaimLost, heartbeat_every
 from openft.jobs.executors import Executor, make_executor
 from openft.jobs.reaper import Reaper
@@ -206,7 +206,7 @@ class Worker:
             st.RUNNING,
             expect=st.QUEUED,
             worker=self.worker_id,
-            events=["Fine-tuning job started"],
+            events=["Fine-tuning job started", *(run_report.start_events(output_dir) if first_start else [])],
             **first_start,
         )
         if not started:  # paused or cancelled while it was prepared: a paused job waits for its resume
@@ -297,13 +297,14 @@ class Worker:
             result_files.append(row.id)
         adapter = run.output_dir / result.get("adapter_path", "adapter")
         self.files.blobs.publish(str(adapter.relative_to(self.settings.home)))
+        summary = run_report.finish_events(self.settings, self.store, job, run.output_dir, run.extra, result)
         done = transition(
             self.store,
             job.id,
             st.SUCCEEDED,
             expect=from_status,
             worker=self.worker_id,
-            events=[f"New fine-tuned model created: {job.model_name}", "The job has successfully completed"],
+            events=[*summary, f"New fine-tuned model created: {job.model_name}", "The job has successfully completed"],
             fine_tuned_model=job.model_name,
             trained_tokens=int(result.get("trained_tokens", 0)),
             result_files=result_files,

@@ -277,6 +277,7 @@ async function route() {
   const path = location.pathname;
   const page = path.startsWith("/jobs/") ? "jobs" : path.slice(1) || "jobs";
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.nav === page);
+  if (path.startsWith("/jobs/")) addJobEstimate(root, decodeURIComponent(path.slice(6)));  // job_estimate.js
   if (path.startsWith("/jobs/")) return jobPage(root, decodeURIComponent(path.slice(6)));
   if (path === "/files") return filesPage(root);
   if (path === "/playground") return playgroundPage(root);
