@@ -9,6 +9,7 @@ from memory_lifecycle import ORG, ScriptedExecutor, ScriptedHandle
 from openft.files.service import FileService
 from openft.jobs import status as st
 from openft.jobs.service import JobService
+from openft.jobs.transitions import transition
 from openft.jobs.webhooks import new_endpoint
 from openft.jobs.worker import Worker
 from openft.store import InMemoryStore
@@ -28,8 +29,17 @@ def _messages(store: InMemoryStore, job_id: str) -> list[str]:
 
 
 def _queued_job(jobs: JobService, training_file: str, worker: Worker) -> str:
+    """A job as its validation leaves it (queued, concrete hyperparameters, released), without validating:
+    that step is tested on its own, and its job estimate needs the model's tokenizer."""
     job_id = _create(jobs, training_file)
-    assert worker.validate_next_job()
+    claimed = worker.store.claim_next_job("validating-worker", st.VALIDATING)
+    assert claimed is not None and claimed.id == job_id
+    hyper = {"n_epochs": 1, "batch_size": 1, "learning_rate_multiplier": 1.0}
+    method = {"type": "supervised", "supervised": {"hyperparameters": hyper}}
+    moved = transition(
+        worker.store, job_id, st.QUEUED, expect=st.VALIDATING, worker_id=None, hyperparameters=hyper, method=method
+    )
+    assert moved
     return job_id
 
 
