@@ -1,17 +1,21 @@
 """A safe evaluator for a multi grader's ``calculate_output`` formula.
 
-The formula is parsed with ``ast`` and walked node by node; only numbers, variables, ``+ - * / ^ **``
+The formula is parsed with ``ast`` and checked node by node; only numbers, variables, ``+ - * / ^ **``
 (``^`` is a power, as in OpenAI's guide), unary signs, parentheses and the functions ``min max abs
-floor ceil exp sqrt log`` are allowed. Nothing is ever passed to ``eval``. All arithmetic is in
-floats, so no formula can build a huge integer; overflow and domain errors are reported as
-``FormulaError``.
+floor ceil exp sqrt log`` are allowed. The checked tree is evaluated by ``simpleeval`` (never Python's
+``eval``), with only those operators and functions, and only the node kinds the check lets through.
+All arithmetic is in floats, so no formula can build a huge integer; overflow and domain errors are
+reported as ``FormulaError``.
 """
 
 from __future__ import annotations
 
 import ast
 import math
+import operator
 from collections.abc import Callable, Mapping
+
+from simpleeval import InvalidExpression, SimpleEval
 
 MAX_LENGTH = 2000
 MAX_NODES = 500
@@ -28,13 +32,27 @@ FUNCTIONS: dict[str, Callable[..., float]] = {
 }
 _ARITY = {"abs": (1, 1), "floor": (1, 1), "ceil": (1, 1), "exp": (1, 1), "sqrt": (1, 1), "log": (1, 2)}
 _BINARY: dict[type[ast.operator], Callable[[float, float], float]] = {
-    ast.Add: lambda a, b: a + b,
-    ast.Sub: lambda a, b: a - b,
-    ast.Mult: lambda a, b: a * b,
-    ast.Div: lambda a, b: a / b,
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
     ast.Pow: math.pow,
     ast.BitXor: math.pow,
 }
+
+
+def _in_floats(f: Callable[[float, float], float]) -> Callable[[float, float], float]:
+    # A number literal is parsed as an int: operands become floats before each operation.
+    return lambda a, b: f(float(a), float(b))
+
+
+_OPERATORS: dict[type[ast.AST], Callable[..., float]] = {
+    **{op: _in_floats(f) for op, f in _BINARY.items()},
+    ast.USub: lambda a: -float(a),
+    ast.UAdd: float,
+}
+_NODES = (ast.Expr, ast.Name, ast.Constant, ast.UnaryOp, ast.BinOp, ast.Call)
+"""What the evaluator may meet; ``parse`` refuses every other kind already."""
 
 
 class FormulaError(ValueError):
@@ -97,29 +115,21 @@ def evaluate(formula: str | ast.Expression, values: Mapping[str, float]) -> floa
         FormulaError: the formula is invalid, or the result is not a finite number.
     """
     tree = parse(formula) if isinstance(formula, str) else formula
+
+    # A function, not a dict: simpleeval would read an unbound name that is also a function's as that function.
+    def variable(node: ast.Name) -> float:
+        if node.id not in values:
+            raise UnknownVariable(f"The formula uses '{node.id}', which is not one of the graders.")
+        return float(values[node.id])
+
+    evaluator = SimpleEval(operators=_OPERATORS, functions=FUNCTIONS, names=variable)
+    evaluator.nodes = {kind: evaluator.nodes[kind] for kind in _NODES}
     try:
-        result = _eval(tree.body, values)
-    except (OverflowError, ZeroDivisionError, ValueError, TypeError) as exc:
-        if isinstance(exc, FormulaError):
-            raise
+        result = float(evaluator.eval("", previously_parsed=ast.Expr(tree.body)))
+    except FormulaError:
+        raise
+    except (OverflowError, ZeroDivisionError, ValueError, TypeError, InvalidExpression) as exc:
         raise FormulaError(f"The formula cannot be computed: {exc}.") from None
     if not math.isfinite(result):
         raise FormulaError("The formula's result is not a finite number.")
     return result
-
-
-def _eval(node: ast.expr, values: Mapping[str, float]) -> float:
-    if isinstance(node, ast.Constant):
-        return float(node.value)
-    if isinstance(node, ast.Name):
-        if node.id not in values:
-            raise UnknownVariable(f"The formula uses '{node.id}', which is not one of the graders.")
-        return float(values[node.id])
-    if isinstance(node, ast.UnaryOp):
-        operand = _eval(node.operand, values)
-        return -operand if isinstance(node.op, ast.USub) else operand
-    if isinstance(node, ast.BinOp):
-        return float(_BINARY[type(node.op)](_eval(node.left, values), _eval(node.right, values)))
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-        return float(FUNCTIONS[node.func.id](*(_eval(arg, values) for arg in node.args)))
-    raise FormulaError(f"Formulas may not contain {type(node).__name__} expressions.")
