@@ -52,6 +52,8 @@ class JobRow:
     """The job whose fine-tuned model or checkpoint (``model``) this job starts from; None: a base model."""
     base_model: str | None = None
     """The root base model of the chain; None when ``model`` is itself a base model."""
+    openft: dict[str, Any] | None = None
+    """Early stopping's outcome (best step and validation loss, the step it stopped at), once succeeded."""
 
 
 @dataclass

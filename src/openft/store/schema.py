@@ -82,6 +82,8 @@ jobs = Table(
     # Lineage (migration 0008): the job whose model or checkpoint this one starts from, and the root base.
     Column("parent_job_id", String(64)),
     Column("base_model", String(512)),
+    # Early stopping (migration 0009): the job object's ``openft`` extension, once the job succeeded.
+    Column("openft", JSON),
     Index("ix_jobs_org_seq", "organization_id", "seq"),
     Index("ix_jobs_status_seq", "status", "seq"),
     Index("ix_jobs_fine_tuned_model", "fine_tuned_model"),
