@@ -225,3 +225,67 @@ def test_cancel_and_delete_runs(client: OpenAI, settings: Settings) -> None:
     assert deleted.deleted and deleted.run_id == run.id
     with pytest.raises(openai.NotFoundError):
         client.evals.runs.retrieve(run.id, eval_id=created.id)
+
+
+def test_a_run_is_claimed_once_and_a_stale_one_is_taken_over(client: OpenAI, settings: Settings) -> None:
+    from openft.store.evals import IN_PROGRESS, EvalRunRow, OutputItemRow
+
+    store = EvalStore(open_store(settings.sqlalchemy_url, upgrade=False).engine)
+    assert store.claim_run("nobody", stale_before=time.time()) is None
+    created = _eval(client)
+    content = _jsonl_content([("Paris", "Paris"), ("Rome", "Rome"), ("Oslo", "Bergen")])
+    data_source = {"type": "jsonl", "source": {"type": "file_content", "content": content}}
+    # A run held by a process that died while grading it: its first item graded, its heartbeat old.
+    run = EvalRunRow(
+        id="evalrun_deadholder",
+        eval_id=created.id,
+        organization_id="org-personal",
+        name="orphan",
+        status=IN_PROGRESS,
+        data_source=data_source,
+        created_at=int(time.time()),
+        worker_id="dead",
+        heartbeat_at=time.time() - 3600,
+        attempts=1,
+    )
+    store.insert_run(run)
+    graded_by_the_dead = OutputItemRow(
+        id="outputitem_dead0",
+        run_id=run.id,
+        eval_id=created.id,
+        datasource_item_id=0,
+        datasource_item=content[0]["item"],
+        status="pass",
+        results=[{"name": "exact", "passed": True, "score": 1.0}, {"name": "similar", "passed": True, "score": 1.0}],
+        sample={"model": "", "usage": {}},
+        created_at=run.created_at,
+    )
+    assert store.add_output_item(graded_by_the_dead)
+    assert not store.add_output_item(graded_by_the_dead)  # one row per data source item
+    # The app's executor takes it over and grades only what the dead one left.
+    done = wait_for_run(client, created.id, run.id)
+    assert done.status == "completed"
+    items = client.evals.runs.output_items.list(run.id, eval_id=created.id).data
+    assert sorted(i.datasource_item_id for i in items) == [0, 1, 2]
+    assert "outputitem_dead0" in {i.id for i in items}
+    assert done.result_counts.total == 3 and store.get_run(run.id, "org-personal").attempts == 2
+
+    # Two executors racing for one queued run: exactly one gets it.
+    run2 = client.evals.runs.create(created.id, data_source=data_source)
+    store.cancel_run(run2.id, "org-personal", created.id)  # keep the app's executor off it
+    engine = store.engine
+    with engine.begin() as conn:
+        from sqlalchemy import update
+
+        from openft.store import schema as s
+
+        conn.execute(
+            update(s.eval_runs)
+            .where(s.eval_runs.c.id == run2.id)
+            .values(status=IN_PROGRESS, worker_id="dead", heartbeat_at=time.time() - 20, finished_at=None)
+        )
+    # Stale after 10 s for these two, while the app's own executor waits 30 s before taking a run over.
+    claims = [store.claim_run(f"executor-{i}", stale_before=time.time() - 10) for i in range(2)]
+    taken = [c for c in claims if c is not None and c.id == run2.id]
+    assert len(taken) == 1 and taken[0].worker_id in ("executor-0", "executor-1")
+    assert not store.hold_run(run2.id, "dead")  # the former holder writes nothing more
