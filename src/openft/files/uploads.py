@@ -238,9 +238,6 @@ class UploadService:
         upload.status = "cancelled"
         return upload
 
-    def file_of(self, principal: Principal, upload: UploadRow) -> FileRow | None:
-        return self.files.get(principal, upload.file_id) if upload.file_id else None
-
     def sweep_expired(self, *, force: bool = False) -> int:
         """Expire pending Uploads past their time and delete their parts (at most once a minute unless forced).
 
