@@ -43,7 +43,8 @@ def service(engine: Engine) -> ResponseService:
 
 
 async def _service(request: Request) -> ResponseService:
-    return request.app.state.responses  # type: ignore[no-any-return]
+    service: ResponseService = request.app.state.responses
+    return service
 
 
 ResponsesDep = Annotated[ResponseService, Depends(_service)]
