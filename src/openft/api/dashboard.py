@@ -1,4 +1,5 @@
-"""The dashboard's pages (``/``, ``/jobs/{job_id}``, ``/playground``, ``/files``) and its assets.
+"""The dashboard's pages (``/``, ``/jobs/{job_id}``, ``/playground``, ``/files``, ``/evals``,
+``/evals/{eval_id}/runs/{run_id}``) and its assets.
 
 Every page is the same single-page app; it reads its data from the /v1 API with the API key the
 user typed (kept in the browser's localStorage), so it has no access the API does not give.
@@ -39,6 +40,16 @@ def playground_page() -> FileResponse:
 
 @router.get("/files")
 def files_page() -> FileResponse:
+    return _index()
+
+
+@router.get("/evals")
+def evals_page() -> FileResponse:
+    return _index()
+
+
+@router.get("/evals/{eval_id}/runs/{run_id}")
+def eval_run_page(eval_id: str, run_id: str) -> FileResponse:
     return _index()
 
 

@@ -171,7 +171,8 @@ def sampling(params: Any) -> SamplingParams:
     seed = params.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise InvalidRequest("seed must be an integer.", param="data_source.sampling_params.seed")
-    fmt = (params.get("response_format") or {}).get("type", "text")
+    response_format = params.get("response_format") or {}
+    fmt = response_format.get("type", "text") if isinstance(response_format, dict) else None
     if fmt not in ("text", "json_object", "json_schema"):
         raise InvalidRequest(f"Unknown response_format '{fmt}'.", param="data_source.sampling_params.response_format")
     return SamplingParams(

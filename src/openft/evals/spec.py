@@ -46,10 +46,12 @@ SAMPLE_SCHEMA: dict[str, Any] = {
 }
 
 
-def check_metadata(metadata: dict[str, str] | None, param: str = "metadata") -> None:
+def check_metadata(metadata: Any, param: str = "metadata") -> None:
     """OpenAI's metadata limits: at most 16 pairs, keys up to 64 characters, values up to 512."""
     if metadata is None:
         return
+    if not isinstance(metadata, dict):
+        raise InvalidRequest("metadata must be an object of strings.", param=param)
     if len(metadata) > 16:
         raise InvalidRequest("metadata can have at most 16 key-value pairs.", param=param)
     for key, value in metadata.items():

@@ -278,7 +278,11 @@ async function route() {
   const page = path.startsWith("/jobs/") ? "jobs" : path.slice(1) || "jobs";
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.nav === page);
   if (path.startsWith("/jobs/")) addJobEstimate(root, decodeURIComponent(path.slice(6)));  // job_estimate.js
+  if (path.startsWith("/jobs/")) addCompareWithBase(root, decodeURIComponent(path.slice(6)));  // evals.js
   if (path.startsWith("/jobs/")) return jobPage(root, decodeURIComponent(path.slice(6)));
+  const run = path.match(/^\/evals\/([^/]+)\/runs\/([^/]+)$/);
+  if (run) return runPage(root, decodeURIComponent(run[1]), decodeURIComponent(run[2]));
+  if (path === "/evals") return evalsPage(root);
   if (path === "/files") return filesPage(root);
   if (path === "/playground") return playgroundPage(root);
   return jobsPage(root);
