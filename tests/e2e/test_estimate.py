@@ -122,6 +122,14 @@ def test_the_next_estimate_uses_the_jobs_throughput(server: LiveServer, trained:
     assert again["trained_tokens"] == job.trained_tokens
 
 
+def test_a_job_continuing_a_fine_tuned_model_is_estimated_on_its_base(
+    server: LiveServer, trained: tuple[dict[str, Any], Any]
+) -> None:
+    _, job = trained
+    est = _estimate(server.client(), model=job.fine_tuned_model, training_file=job.training_file, method=METHOD)
+    assert est["model"] == TINY and est["trained_tokens"] > 0  # the create's lineage checks passed
+
+
 def test_export_downloads_the_adapter(server: LiveServer, trained: tuple[dict[str, Any], Any]) -> None:
     _, job = trained
     url = f"{server.base_url}/fine_tuning/jobs/{job.id}/export"

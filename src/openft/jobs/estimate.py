@@ -26,8 +26,9 @@ from openft.files.service import FileService
 from openft.jobs import hyperparameters, throughput
 from openft.jobs import memory_estimate as mem
 from openft.jobs.estimate_tokens import FileTokens, TemplateTokenizer, count_trained_tokens
+from openft.jobs.lineage import check_continuation, starting_point
 from openft.jobs.reinforcement import check_reinforcement_method
-from openft.jobs.service import JobService, _check_metadata, _requested_method
+from openft.jobs.service import JobService, _check_metadata, _requested_method, _storable
 from openft.jobs.spec import FULL_FINE_TUNING_LR_SCALE, MAX_SEQ_LEN_CAP
 from openft.models.catalog import BaseModel, find_base_model
 from openft.settings import Settings
@@ -287,17 +288,24 @@ class JobEstimator:
         """Estimate the job ``params`` would create, creating nothing.
 
         Raises:
-            ModelNotFound: the base model is not in the catalog.
+            ModelNotFound: the model is not in the catalog, nor a fine-tuned model or checkpoint the caller
+                may use.
             InvalidRequest: what creating the job would refuse, or what its validation would fail on
                 (the message names the file's line).
         """
-        base = find_base_model(params.model, self.store.local_models())
+        # The checks of a job create (jobs/service.py), the active-job limit aside: nothing is created.
+        parent = starting_point(self.store, self.settings, principal, params.model)
+        base = parent.weights.base if parent else find_base_model(params.model, self.store.local_models())
         if base is None:
             raise ModelNotFound(
                 f"The model `{params.model}` does not exist or you do not have access to it.", param="model"
             )
         _check_metadata(params.metadata)
+        if params.suffix is not None and not _storable(params.suffix):
+            raise InvalidRequest("suffix cannot contain NUL characters or unpaired surrogates.", param="suffix")
         method = _requested_method(params)
+        if parent is not None:
+            check_continuation(method, parent.weights)
         if method["type"] == "reinforcement":
             allow = self.settings.allow_unconfined_python_graders
             check_reinforcement_method(method, params.validation_file, allow_unconfined_python=allow)

@@ -25,9 +25,9 @@ from typing import Any
 
 from openft.jobs import throughput
 from openft.jobs.estimate import InputFile, estimate_files, options_of, throughput_cache_dir, throughput_key
+from openft.jobs.lineage import foundation
 from openft.jobs.recovery import INPUTS_DIR
 from openft.jobs.transitions import NewEvent
-from openft.models.catalog import find_base_model
 from openft.settings import Settings
 from openft.store import Store
 from openft.store.rows import CheckpointRow, JobRow
@@ -49,7 +49,7 @@ def save_estimate(
 ) -> None:
     """Estimate a job whose files passed validation, into ``{jobs_dir}/{id}/inputs/estimate.json``."""
     try:
-        base = find_base_model(job.model, store.local_models())
+        base = foundation(store, settings, job, store.local_models())  # a fine-tuned parent's base
         if base is None:
             return
         est = estimate_files(settings, base, job.method, training, validation, progress=progress)
@@ -192,18 +192,21 @@ def finish_events(
                 text += f" (estimated: {when}, {est['trained_tokens']:,} tokens)"
             data = {"seconds": round(seconds, 1), "trained_tokens": trained, "estimate": est}
             events.append(NewEvent(text, data=data))
-        _record_throughput(settings, job, current.attempts, seen, seconds)
+        _record_throughput(settings, job, current.attempts, seen, seconds, (est or {}).get("model"))
     except Exception:
         log.exception("job %s: could not summarize its run", job.id)
     return events
 
 
 def _record_throughput(
-    settings: Settings, job: JobRow, attempts: int, seen: dict[str, Any], seconds: float | None
+    settings: Settings, job: JobRow, attempts: int, seen: dict[str, Any], seconds: float | None, base: str | None
 ) -> None:
     last = seen.get("last")
     if last is None or seconds is None or attempts > 0:
         return  # a re-queued job's running time includes its lost attempts
     device = str(seen.get("device") or "cpu")
-    key = throughput_key(settings, job.model, job.method["type"], options_of(job.method)["training_type"], device)
+    # Keyed by the base model, as estimates are (a job continuing a fine-tuned model trains its base).
+    key = throughput_key(
+        settings, base or job.model, job.method["type"], options_of(job.method)["training_type"], device
+    )
     throughput.record_job(throughput_cache_dir(settings), key, job_id=job.id, last_metrics=last, seconds=seconds)
