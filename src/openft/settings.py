@@ -87,6 +87,16 @@ class Settings(BaseSettings):
     load needs its room (a model larger than the budget is served, with a warning). Unset: half of the
     serving device's memory (RAM within the process's cgroup limit on CPU, the GPU's memory on CUDA)."""
 
+    serving_decode: Literal["auto", "plain", "fast", "fast-bf16", "fast-int8"] = "auto"
+    """Which forward pass decodes served models: ``plain`` is transformers'; ``fast`` a lean forward of
+    torch ops over the model's own weights (the same greedy answers), ``fast-bf16``/``fast-int8`` the same
+    over bf16 or int8 weight-only copies. ``auto``: on CUDA ``plain``; on CPU ``fast-int8`` for models of
+    50M parameters or more (each token reads every weight from memory) and ``fast`` below."""
+
+    serving_preload: str = "recent"
+    """Base models an API process loads in the background as it starts (``serving/warmup.py``):
+    ``recent`` (the ones this home served last, at most 2), ``none``, or a comma-separated list of ids."""
+
     serving_generation_threads: int = Field(default=64, ge=1)
     """Threads an API process lends to inference requests (generation, and the model loading before
     it); more requests wait for one without holding a thread, so job, file and key requests never

@@ -62,6 +62,8 @@ class _LazyBackend:
                     batch_window_ms=settings.serving_batch_window_ms,
                     max_batch_rows=settings.serving_max_batch_rows,
                     model_budget_mb=settings.serving_model_budget_mb,
+                    decode=settings.serving_decode,
+                    home=settings.home,
                 )
             return self._backend
 
@@ -90,6 +92,14 @@ def create_app(settings: Settings, *, embedded_worker: bool = True) -> FastAPI:
 
             runs = RunExecutor(settings, store.engine, file_service, app.state.registry.resolve, app.state.backend)
             threading.Thread(target=runs.run, args=(stop,), name="openft-eval-runs", daemon=True).start()
+        from openft.models.catalog import find_base_model
+        from openft.serving import warmup  # the models this home served last, loaded before they are asked for
+
+        warmup.start(
+            warmup.preload_ids(settings.serving_preload, settings.home),
+            lazy_backend,
+            lambda model_id: find_base_model(model_id, store.local_models()),
+        )
         thread = None
         if embedded_worker:
             from openft.jobs.worker import Worker

@@ -3,8 +3,9 @@
 * Optional parameters this server does not use (``logit_bias``, ``user``, ``parallel_tool_calls``,
   ``service_tier``...) are accepted and ignored. ``store: true`` keeps a non-streamed chat completion
   with its request and ``metadata`` (``api/stored_completions.py``).
-* ``response_format``: ``json_object`` constrains decoding to one JSON object; ``json_schema`` gets the
-  same constraint (valid JSON object; the schema itself is not enforced); ``text`` is the default.
+* ``response_format``: ``json_object`` constrains decoding to one JSON object; ``json_schema`` constrains
+  it to JSON that validates against ``json_schema.schema`` (``serving/schema_constraint.py``; a schema
+  it cannot enforce is a 400); ``text`` is the default.
 * Chat tool calls: with ``tools`` in the request (and ``tool_choice`` not ``"none"``), ``<tool_call>{json}
   </tool_call>`` blocks in the generated text become the message's ``tool_calls`` and ``finish_reason`` is
   ``tool_calls``. A streamed answer with tools is buffered per choice and sent whole when that choice ends.
@@ -55,7 +56,13 @@ class _SamplingFields(BaseModel):
     stream: bool | None = False
     stream_options: dict[str, Any] | None = None
 
-    def sampling(self, max_tokens: int | None, logprobs: int | None, response_format: str = "text") -> SamplingParams:
+    def sampling(
+        self,
+        max_tokens: int | None,
+        logprobs: int | None,
+        response_format: Literal["text", "json_object", "json_schema"] = "text",
+        json_schema: dict[str, Any] | None = None,
+    ) -> SamplingParams:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         if len(stop) > 4:
             raise InvalidRequest("stop can have at most 4 sequences.", param="stop")
@@ -69,7 +76,8 @@ class _SamplingFields(BaseModel):
             presence_penalty=self.presence_penalty or 0.0,
             frequency_penalty=self.frequency_penalty or 0.0,
             logprobs=logprobs,
-            response_format="json_object" if response_format == "json_object" else "text",
+            response_format=response_format,
+            json_schema=json_schema,
         )
 
     def include_usage(self) -> bool:
@@ -79,6 +87,21 @@ class _SamplingFields(BaseModel):
 class ResponseFormat(BaseModel):
     model_config = ConfigDict(extra="allow")
     type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
+    """With ``json_schema``: OpenAI's ``{"name", "description", "schema", "strict"}``."""
+
+    def schema(self) -> dict[str, Any] | None:
+        """The schema a ``json_schema`` answer must validate against (None: any JSON object)."""
+        if self.type != "json_schema":
+            return None
+        if self.json_schema is None:
+            raise InvalidRequest(
+                "response_format.json_schema is required with type json_schema.", param="response_format"
+            )
+        schema = self.json_schema.get("schema")
+        if schema is not None and not isinstance(schema, dict):
+            raise InvalidRequest("response_format.json_schema.schema must be an object.", param="response_format")
+        return schema
 
 
 class ChatCompletionRequest(_SamplingFields):
@@ -99,9 +122,8 @@ class ChatCompletionRequest(_SamplingFields):
             raise InvalidRequest("top_logprobs requires logprobs to be true.", param="top_logprobs")
         logprobs = (self.top_logprobs or 0) if self.logprobs else None
         kind = self.response_format.type if self.response_format else "text"
-        return self.sampling(
-            self.max_completion_tokens or self.max_tokens, logprobs, "json_object" if kind != "text" else "text"
-        )
+        schema = self.response_format.schema() if self.response_format else None
+        return self.sampling(self.max_completion_tokens or self.max_tokens, logprobs, kind, schema)
 
 
 class CompletionRequest(_SamplingFields):

@@ -6,7 +6,7 @@ Pure Python (no torch): the API process imports this module before any model is 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -48,8 +48,13 @@ class SamplingParams:
     """Subtracted from a token's logit once per time it was already generated (-2 to 2)."""
     logprobs: int | None = None
     """None: no logprobs; 0..20: return each generated token's logprob with that many top alternatives."""
-    response_format: Literal["text", "json_object"] = "text"
-    """``json_object``: decoding is constrained so that each choice is one JSON object."""
+    response_format: Literal["text", "json_object", "json_schema"] = "text"
+    """``json_object``: decoding is constrained so that each choice is one JSON object; ``json_schema``:
+    so that each choice validates against ``json_schema``. Chat completions' ``response_format.type``
+    and the Responses API's ``text.format.type`` both arrive here."""
+    json_schema: Mapping[str, Any] | None = None
+    """With ``response_format="json_schema"``: the schema itself (OpenAI's ``json_schema.schema``, or
+    ``text.format.schema`` in the Responses API); None there means any JSON object."""
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """The key/value cache of a running batch: rows joined (left-padded) and rows dropped, between steps.
 
-Works on transformers' ``DynamicCache`` whose layers hold plain ``[batch, heads, length, dim]``
-``keys``/``values`` tensors; other caches (sliding windows...) are not ``joinable`` and a new request
-then waits until the running batch has finished. Rows are left-padded: the 2-D attention mask has a
-0 for every padding column, and each row's position ids are tracked by the engine.
+Works on transformers' ``DynamicCache`` (and ``fast_decode.KVCache``) whose layers hold plain
+``[batch, heads, length, dim]`` ``keys``/``values`` tensors; other caches (sliding windows...) are not
+``joinable`` and a new request then waits until the running batch has finished. Rows are left-padded:
+the 2-D attention mask has a 0 for every padding column, and each row's position ids are tracked by
+the engine.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 
 def joinable(cache: Any) -> bool:
     """Whether new rows can be merged into ``cache`` (None: no running batch)."""
-    return cache is None or all(type(layer).__name__ == "DynamicLayer" for layer in cache.layers)
+    return cache is None or all(type(layer).__name__ in ("DynamicLayer", "KVLayer") for layer in cache.layers)
 
 
 def merge(cache: Any, mask: torch.Tensor, new_cache: Any, new_mask: torch.Tensor) -> torch.Tensor:

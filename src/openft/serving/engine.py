@@ -39,6 +39,7 @@ from openft.serving.output import ChoiceText
 from openft.serving.pool import LoadedBase
 from openft.serving.requests import END, Request
 from openft.serving.sampling import RowSampler
+from openft.serving.schema_constraint import SchemaConstraint, grammar_tokenizer
 
 if TYPE_CHECKING:
     import torch
@@ -80,6 +81,8 @@ class BatchEngine:
         self._cache: Any = None
         self._mask: torch.Tensor | None = None
         self._token_texts: list[str | None] | None = None
+        self._grammar_tokenizer: Any = None
+        """llguidance's tokenizer of the model, built by the first ``json_schema`` request."""
         self._closed = False
         self._closing = threading.Lock()
         """Orders ``submit`` against ``stop``: no request is queued on an engine that has stopped."""
@@ -228,11 +231,11 @@ class BatchEngine:
                 break
         if not chosen:
             return
-        new_rows = [self._new_row(request, adapter, i) for request, adapter in chosen for i in range(request.params.n)]
         for request, _ in chosen:
             request.rows_left = request.params.n
             request.admitted.set()
         try:
+            new_rows = [self._new_row(r, adapter, i) for r, adapter in chosen for i in range(r.params.n)]
             self._prefill(chosen, new_rows)
         except Exception as exc:  # the new rows may not be in the batch yet: end their requests here
             for request, _ in chosen:
@@ -242,9 +245,13 @@ class BatchEngine:
 
     def _new_row(self, request: Request, adapter: str | None, index: int) -> _Row:
         loaded = self.loaded
-        constraint = None
+        constraint: JsonConstraint | SchemaConstraint | None = None
         if request.json_mode:
             constraint = JsonConstraint(self._texts(), loaded.eos_ids)
+        elif request.grammar is not None:
+            if self._grammar_tokenizer is None:
+                self._grammar_tokenizer = grammar_tokenizer(loaded.tokenizer, _vocab(loaded), loaded.eos_ids)
+            constraint = SchemaConstraint(self._grammar_tokenizer, request.grammar, loaded.eos_ids)
         sampler = RowSampler(
             request.params, index, _vocab(loaded), loaded.device, self._token_text, constraint=constraint
         )
@@ -262,7 +269,8 @@ class BatchEngine:
             [[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r, _ in chosen], device=device
         )
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
+        fast = self.loaded.fast
+        cache = fast.new_cache() if fast is not None else DynamicCache()
         with torch.inference_mode():
             logits = self._forward(ids, mask, positions, cache, [a for _, a in chosen])
             repeat = torch.tensor([j for j, (r, _) in enumerate(chosen) for _ in range(r.params.n)], device=device)
@@ -300,6 +308,8 @@ class BatchEngine:
         if len(set(adapters)) > 1:
             self.stats["mixed_steps"] += 1
         self.loaded.lora.select(adapters)
+        if self.loaded.fast is not None:
+            return self.loaded.fast.forward(ids, mask, positions, cache)
         out = self.loaded.model(
             input_ids=ids,
             attention_mask=mask,
@@ -308,7 +318,8 @@ class BatchEngine:
             logits_to_keep=1,
             **{self._cache_keyword: cache},
         )
-        return out.logits[:, -1, :].float()
+        logits: torch.Tensor = out.logits[:, -1, :].float()
+        return logits
 
     def _pick(self, row: _Row, logits: torch.Tensor) -> None:
         remaining = row.request.max_new - row.text.tokens_used - 1

@@ -24,11 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from openft.errors import ModelNotFound
+from openft.models.catalog import BaseModel
 from openft.serving.backend import Generation, SamplingParams, ServedModel, StreamDelta
 from openft.serving.engine import BatchEngine
 from openft.serving.pool import LoadedBase, ModelPool, adapter_name, check_adapter_files
 from openft.serving.prompts import chat_prompt_ids, check_params, completion_prompt_ids, max_new_tokens
 from openft.serving.requests import Request, collect, drain
+from openft.serving.schema_constraint import schema_grammar
 
 __all__ = ["HFBackend", "adapter_name"]
 
@@ -47,6 +49,9 @@ class HFBackend:
             used idle models are unloaded beyond it. None: half the memory of the serving device.
         batch_window_ms: How long an idle engine waits for more requests to prefill together.
         max_batch_rows: Most rows (choices) decoded together per base model.
+        decode: Which forward pass decodes: ``auto``, ``plain``, ``fast``, ``fast-bf16`` or
+            ``fast-int8`` (``pool.decode_plan``).
+        home: Where the base models served are recorded for ``warmup`` (None: nowhere).
     """
 
     def __init__(
@@ -60,6 +65,8 @@ class HFBackend:
         batch_window_ms: float = 5,
         max_batch_rows: int = 32,
         model_budget_mb: float | None = None,
+        decode: str = "auto",
+        home: Path | None = None,
     ) -> None:
         self.pool = ModelPool(
             models_dir,
@@ -69,6 +76,8 @@ class HFBackend:
             max_adapters=max_adapters,
             model_budget_bytes=None if model_budget_mb is None else int(model_budget_mb * 1024 * 1024),
             on_unload=self._retire,
+            decode=decode,
+            on_load=None if home is None else functools.partial(_remember, home),
         )
         self.window_s = batch_window_ms / 1000
         self.max_rows = max_batch_rows
@@ -148,6 +157,14 @@ class HFBackend:
         """``complete`` as it is generated, as ``stream_chat`` streams ``chat``."""
         check_params(params)
         return self._start(model, params, "prompt", cancel, lambda t: completion_prompt_ids(t, prompt))
+
+    def preload(self, base: BaseModel) -> None:
+        """Load ``base`` and answer one token with it, so that its first request finds it ready.
+
+        Raises:
+            OpenFTError: The weights could not be loaded.
+        """
+        self.complete(ServedModel(id=base.id, base=base), "Hi", SamplingParams(max_tokens=1, temperature=0))
 
     def unload(self, model_id: str) -> None:
         """Free ``model_id``: its adapter and its checkpoints' adapters, or a base model with its adapters.
@@ -229,6 +246,9 @@ class HFBackend:
 
         The model is held from here until the engine ends the request (``Request.on_end``).
         """
+        grammar = None
+        if params.response_format == "json_schema":
+            grammar = schema_grammar(params.json_schema if params.json_schema is not None else {"type": "object"})
         loaded = self.pool.acquire(model.base)
         try:
             ids = prompt_ids(loaded.tokenizer)
@@ -244,8 +264,15 @@ class HFBackend:
             params=params,
             max_new=max_new,
             json_mode=params.response_format == "json_object",
+            grammar=grammar,
             cancel=cancel if cancel is not None else threading.Event(),
             on_end=functools.partial(self.pool.release, loaded),
         )
         engine.submit(request)
         return drain(request)
+
+
+def _remember(home: Path, base: BaseModel) -> None:
+    from openft.serving.warmup import remember
+
+    remember(home, base.id)

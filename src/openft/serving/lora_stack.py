@@ -174,6 +174,28 @@ class LoraStack:
             else:
                 self.selection = _Selection(layers=stack.layers, index=index)
 
+    def apply(self, path: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``y`` (the base output of layer ``path`` for input ``x``) plus each row's update under the
+        current selection; ``y`` itself when no selected adapter targets ``path``.
+
+        What ``StackedLoraLinear`` computes, for forwards that run the base matmul themselves
+        (``fast_decode``, with fused projections whose outputs are views): ``y`` is not written to.
+        """
+        selection = self.selection
+        pair = selection.layers.get(path) if selection is not None else None
+        if pair is None:
+            return y
+        a, bt = pair
+        if selection.index is not None:
+            rows = x.reshape(x.shape[0], -1, x.shape[-1])
+            h = torch.bmm(rows, a[selection.index].transpose(1, 2))
+            flat = y.reshape(h.shape[0], h.shape[1], -1)
+            return torch.baddbmm(flat, h, bt[selection.index]).reshape(y.shape)
+        h = torch.nn.functional.linear(x, a)
+        if selection.mask is not None:
+            h = h * selection.mask
+        return torch.addmm(y.reshape(-1, y.shape[-1]), h.reshape(-1, h.shape[-1]), bt).reshape(y.shape)
+
     def _stack(self, names: set[str]) -> _Stack:
         """A stack holding ``names``: a kept one if any holds them all, else a new one.
 

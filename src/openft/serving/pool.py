@@ -36,6 +36,7 @@ from openft.serving.backend import ServedModel
 if TYPE_CHECKING:
     import torch
 
+    from openft.serving.fast_decode import FastLlama, Precision
     from openft.serving.lora_stack import LoraStack
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,9 @@ class LoadedBase:
     lock: threading.Lock = field(default_factory=threading.Lock)
     """Guards ``adapters`` for readers on other threads."""
     weight_bytes: int = 0
-    """Bytes of the model's parameters and buffers, measured once loaded."""
+    """Bytes of the model's parameters and buffers (and of ``fast``'s converted weights), measured once loaded."""
+    fast: FastLlama | None = None
+    """The lean forward pass that decodes this model (None: transformers' forward; see ``decode_plan``)."""
     in_flight: int = 0
     """Requests holding this model (``ModelPool.acquire`` .. ``release``); guarded by the pool's lock."""
 
@@ -186,6 +189,8 @@ class ModelPool:
         model_budget_bytes: Most resident bytes of all loaded models together (see the module
             docstring); None: half the memory of the device they are loaded on.
         on_unload: Called with a model the pool let go of (evicted or dropped), to stop its engine.
+        decode: Which forward pass decodes (``decode_plan``).
+        on_load: Called with each base model once it is loaded (``warmup.remember``).
     """
 
     def __init__(
@@ -198,8 +203,12 @@ class ModelPool:
         max_adapters: int,
         model_budget_bytes: int | None = None,
         on_unload: Callable[[LoadedBase], None] | None = None,
+        decode: str = "auto",
+        on_load: Callable[[BaseModel], None] | None = None,
     ) -> None:
         self.models_dir = Path(models_dir)
+        self.decode = decode
+        self.on_load = on_load
         self.device = device
         self.threads = threads
         self.budget_bytes = budget_bytes
@@ -237,6 +246,8 @@ class ModelPool:
             if loaded is None:
                 self._evict(room=self._sizes.get(base.id, 0))
                 loaded = self._load(base)
+                if self.on_load is not None:
+                    self.on_load(base)
                 with self._guard:
                     loaded.in_flight += 1
                     self._loaded[base.id] = loaded
@@ -366,12 +377,20 @@ class ModelPool:
             if isinstance(token, int) and token not in eos:
                 eos.append(token)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+        from openft.serving.fast_decode import FastLlama
         from openft.serving.lora_stack import LoraStack
 
+        lora = LoraStack(model)
+        fast = None
+        precision = decode_plan(self.decode, device, model)
+        if precision is not None:
+            fast = FastLlama(model, lora, precision)
+            log.info("decoding %s with the lean forward pass (%s weights)", base.id, precision)
         return LoadedBase(
             base=base,
             model=model,
-            lora=LoraStack(model),
+            lora=lora,
+            fast=fast,
             tokenizer=tokenizer,
             device=device,
             eos_ids=eos,
@@ -379,5 +398,37 @@ class ModelPool:
             budget_bytes=self.budget_bytes,
             max_adapters=self.max_adapters,
             adapter_loads=self.adapter_loads,
-            weight_bytes=measured_bytes(model),
+            weight_bytes=measured_bytes(model) + (fast.weight_bytes if fast is not None else 0),
         )
+
+
+DECODE_MODES = ("auto", "plain", "fast", "fast-bf16", "fast-int8")
+_INT8_FROM_PARAMETERS = 50_000_000
+"""``auto`` quantizes models at least this large: their weights no longer fit in a CPU's caches, so each
+token's time is mostly reading them from memory, and int8 reads a quarter of fp32's bytes."""
+
+
+def decode_plan(decode: str, device: torch.device, model: Any) -> Precision | None:
+    """The weight precision of the lean forward pass for ``model`` on ``device``, or None for transformers'.
+
+    ``plain``: transformers' forward. ``fast``: the lean forward with the model's fp32 weights (the
+    same greedy tokens), ``fast-bf16``/``fast-int8``: with converted weights. ``auto``: on CUDA
+    transformers' forward (bf16, batched kernels); on CPU the lean forward, int8 for models of 50M
+    parameters or more and fp32 below. Models the lean forward does not cover always get transformers'.
+    """
+    from openft.serving.fast_decode import FastLlama
+
+    if decode not in DECODE_MODES:
+        raise ValueError(f"unknown decode mode {decode!r}: one of {', '.join(DECODE_MODES)}")
+    if decode == "plain" or (decode == "auto" and device.type != "cpu"):
+        return None
+    refusal = FastLlama.refusal(model)
+    if refusal is not None:
+        log.info(
+            "transformers' forward decodes %s: the lean forward does not cover its %s", model.name_or_path, refusal
+        )
+        return None
+    if decode == "auto":
+        big = sum(p.numel() for p in model.parameters()) >= _INT8_FROM_PARAMETERS
+        return "int8" if big else "fp32"
+    return {"fast": "fp32", "fast-bf16": "bf16", "fast-int8": "int8"}[decode]  # type: ignore[return-value]  # keys are DECODE_MODES

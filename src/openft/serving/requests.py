@@ -28,6 +28,9 @@ class Request:
     max_new: int
     """Tokens each choice may generate."""
     json_mode: bool = False
+    """``response_format`` ``json_object``: constrained by ``json_constraint.JsonConstraint``."""
+    grammar: str | None = None
+    """``response_format`` ``json_schema``: the schema's llguidance grammar (``schema_constraint``)."""
     cancel: threading.Event = field(default_factory=threading.Event)
     out: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue)
     admitted: threading.Event = field(default_factory=threading.Event)

@@ -12,6 +12,9 @@ Every row samples on its own, so requests with different parameters share a batc
   top-p); tokens it excludes get OpenAI's floor of -9999.0.
 * With a :class:`~openft.serving.json_constraint.JsonConstraint`, tokens are drawn from the model's
   distribution and rejected until one keeps the answer valid JSON.
+* With a :class:`~openft.serving.schema_constraint.SchemaConstraint`, the tokens its grammar forbids
+  are masked out of the logits first (after the penalties, before temperature and top-p), so greedy,
+  sampling and logprobs all see the distribution restricted to valid continuations.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from openft.serving.backend import SamplingParams
 from openft.serving.json_constraint import JsonConstraint
+from openft.serving.schema_constraint import SchemaConstraint
 
 if TYPE_CHECKING:
     import torch
@@ -41,7 +45,7 @@ class RowSampler:
         vocab_size: Width of the logits.
         device: Where the logits live.
         token_text: Decodes one token id (for logprob entries).
-        constraint: Restricts tokens to valid JSON, or None.
+        constraint: Restricts tokens to valid JSON (or to a JSON schema's grammar), or None.
     """
 
     def __init__(
@@ -51,13 +55,16 @@ class RowSampler:
         vocab_size: int,
         device: torch.device,
         token_text: Any,
-        constraint: JsonConstraint | None = None,
+        constraint: JsonConstraint | SchemaConstraint | None = None,
     ) -> None:
         import torch
 
         self.params = params
         self.token_text = token_text
-        self.constraint = constraint
+        self.constraint = constraint if isinstance(constraint, JsonConstraint) else None
+        """The constraint that accepts or rejects drawn tokens (``json_object``)."""
+        self.grammar = constraint if isinstance(constraint, SchemaConstraint) else None
+        """The constraint that masks the logits (``json_schema``)."""
         self.counts: torch.Tensor | None = None
         if params.presence_penalty or params.frequency_penalty:
             self.counts = torch.zeros(vocab_size, device=device)
@@ -78,8 +85,14 @@ class RowSampler:
         if self.counts is not None:
             scores = scores - self.params.frequency_penalty * self.counts
             scores = scores - self.params.presence_penalty * (self.counts > 0).to(scores.dtype)
+        if self.grammar is not None:
+            scores = self.grammar.mask(scores if scores is not logits else scores.clone())
         if self.constraint is not None and self.constraint.state.done:
             token = self.constraint.forced()  # the end-of-turn token
+        elif self.grammar is not None and self.grammar.done:
+            token = self.grammar.forced()
+        elif self.grammar is not None and (closing := self.grammar.closing_token(remaining)) is not None:
+            token = closing
         elif self.generator is None:
             token = self._greedy(scores, remaining)
         else:
@@ -91,6 +104,8 @@ class RowSampler:
             self.counts[token] += 1
         if self.constraint is not None:
             self.constraint.advance(token)
+        if self.grammar is not None:
+            self.grammar.advance(token)
         entry = None
         if self.params.logprobs is not None:
             entry = self._entry(torch.log_softmax(scores, dim=-1), token)
