@@ -126,7 +126,32 @@ function kv(rows) {
       h("tr", {}, h("th", {}, k), h("td", {}, typeof v === "object" && !(v instanceof Node) ? JSON.stringify(v) : v))));
 }
 
+// A job started from a fine-tuned model or checkpoint: that model, the job that made it (found in the
+// jobs list) and the root base model, which every fine-tuned model is named after (ft:{base}:...).
+async function lineage(job) {
+  if (!job.model.startsWith("ft:")) return { base: job.model };
+  const parentModel = job.model.replace(/:ckpt-step-\d+$/, "");
+  let parentJob = null;
+  for (let after = null, pages = 0; !parentJob && pages < 20; pages++) {
+    const page = await api(`/fine_tuning/jobs?limit=100${after ? `&after=${after}` : ""}`);
+    parentJob = page.data.find((j) => j.fine_tuned_model === parentModel) || null;
+    if (!page.has_more || page.data.length === 0) break;
+    after = page.data[page.data.length - 1].id;
+  }
+  return { parent: job.model, parentJob: parentJob && parentJob.id, base: parentModel.slice(3).split(":")[0] };
+}
+
+function lineageRows(line) {
+  const link = (href, text) => h("a", { href, class: "mono" }, text);
+  return [
+    ["parent model", line.parent ? link(`/playground?model=${encodeURIComponent(line.parent)}`, line.parent) : null],
+    ["parent job", line.parentJob ? link(`/jobs/${line.parentJob}`, line.parentJob) : null],  // another organization's: none
+    ["base model", line.base],
+  ];
+}
+
 async function jobPage(root, jobId) {
+  let line = null;
   const events = [];
   const known = new Set();
   const header = h("div", { class: "job-header" });
@@ -148,10 +173,11 @@ async function jobPage(root, jobId) {
     let job;
     try {
       job = await api(`/fine_tuning/jobs/${jobId}`);
+      line = line || await lineage(job);
       const fresh = await allEvents(jobId, known);
       for (const e of fresh) { known.add(e.id); events.push(e); }
       const ckpts = await api(`/fine_tuning/jobs/${jobId}/checkpoints?limit=100`);
-      render(job, ckpts.data);
+      render(job, ckpts.data, line);
       showError("");
     } catch (err) {
       showError(err.message);
@@ -159,7 +185,7 @@ async function jobPage(root, jobId) {
     if (!job || !TERMINAL.includes(job.status)) schedule(refresh);
   }
 
-  function render(job, ckpts) {
+  function render(job, ckpts, line) {
     header.replaceChildren(
       h("h1", {}, job.id, " ", badge(job.status)),
       h("p", { class: "muted" }, `${job.model} · created ${age(job.created_at)}`,
@@ -197,7 +223,7 @@ async function jobPage(root, jobId) {
     const hp = job.hyperparameters || {};
     details.replaceChildren(kv([
       ["status", job.status],
-      ["base model", job.model],
+      ...lineageRows(line),
       ["method", job.method ? job.method.type : "supervised"],
       ["n_epochs", hp.n_epochs], ["batch_size", hp.batch_size],
       ["learning_rate_multiplier", hp.learning_rate_multiplier],
