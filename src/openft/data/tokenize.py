@@ -184,7 +184,7 @@ class _ChatTokenCounter:
             raise ValueError(f"the tokenizer in {directory} has no chat template")
         self.template = template
         # What apply_chat_template passes to the template besides the conversation.
-        self.special_tokens = {
+        self.special_tokens: dict[str, Any] = {
             key: value["content"] if isinstance(value, dict) else value
             for key, value in config.items()
             if key.endswith("_token") and isinstance(value, (str, dict))
@@ -198,7 +198,7 @@ class _ChatTokenCounter:
 
         texts = []
         for c in conversations:
-            rendered, _ = render_jinja_template(
+            rendered, _ = render_jinja_template(  # type: ignore[str-unpack]  # annotated -> str; returns a pair
                 conversations=[c["messages"]],
                 tools=c["tools"],
                 chat_template=self.template,
@@ -219,11 +219,11 @@ def _conversations(example: dict[str, Any], method: str) -> list[dict[str, Any]]
         inp = example.get("input")
         if not isinstance(inp, dict):
             raise TrainingDataError("expected an 'input' object")
-        outputs = [example.get("preferred_output"), example.get("non_preferred_output")]
-        if not all(isinstance(o, list) for o in outputs):
+        preferred, non_preferred = example.get("preferred_output"), example.get("non_preferred_output")
+        if not isinstance(preferred, list) or not isinstance(non_preferred, list):
             raise TrainingDataError("expected 'preferred_output' and 'non_preferred_output' lists")
         result = []
-        for output in outputs:
+        for output in (preferred, non_preferred):
             messages, _, tools = normalize_messages({**inp, "messages": [*inp.get("messages", []), *output]})
             result.append({"messages": messages, "tools": tools, "add_generation_prompt": False})
         return result

@@ -113,17 +113,14 @@ def _write(entry: Path, examples: list[TokenizedExample], truncated: list[int]) 
     entry.parent.mkdir(parents=True, exist_ok=True)
     offsets = np.zeros(len(examples) + 1, dtype=np.int64)
     np.cumsum([len(e.input_ids) for e in examples], out=offsets[1:])
-    arrays = {
-        "input_ids": np.fromiter((t for e in examples for t in e.input_ids), dtype=np.int32, count=int(offsets[-1])),
-        "labels": np.fromiter((t for e in examples for t in e.labels), dtype=np.int32, count=int(offsets[-1])),
-        "offsets": offsets,
-        "lines": np.array([e.line for e in examples], dtype=np.int64),
-        "truncated": np.array(truncated, dtype=np.int64),
-    }
+    input_ids = np.fromiter((t for e in examples for t in e.input_ids), dtype=np.int32, count=int(offsets[-1]))
+    labels = np.fromiter((t for e in examples for t in e.labels), dtype=np.int32, count=int(offsets[-1]))
+    lines = np.array([e.line for e in examples], dtype=np.int64)
+    truncated_lines = np.array(truncated, dtype=np.int64)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=entry.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            np.savez(f, input_ids=input_ids, labels=labels, offsets=offsets, lines=lines, truncated=truncated_lines)
         os.replace(tmp, entry)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -24,7 +24,7 @@ CHUNK_ELEMENTS = 128 * 49_152
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_elements: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         n, vocab = hidden.shape[0], weight.shape[0]
@@ -75,5 +75,7 @@ def linear_cross_entropy(
         The fp32 loss summed over the ``n`` rows (differentiable with respect to ``hidden``) and the
         count of correct argmax predictions (a long scalar tensor).
     """
-    loss, correct = _LinearCrossEntropy.apply(hidden.to(weight.dtype), weight, targets, chunk_elements)
+    loss, correct = _LinearCrossEntropy.apply(  # type: ignore[no-untyped-call]  # Function.apply is unannotated
+        hidden.to(weight.dtype), weight, targets, chunk_elements
+    )
     return loss, correct
