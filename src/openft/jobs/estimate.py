@@ -150,6 +150,25 @@ def _memory_verdict(
     return limit, False, reason
 
 
+def _peak_memory(
+    settings: Settings, base: BaseModel, kind: str, options: dict[str, Any], lengths: list[int], batch: int, device: str
+) -> mem.MemoryEstimate:
+    try:
+        shape = mem.model_shape(base, settings.models_dir)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="model") from exc
+    return mem.estimate_memory(
+        shape,
+        device=device,
+        base_id=base.id,
+        training_type=options["training_type"],
+        lora_rank=options["lora_rank"],
+        target_modules=options["lora_target_modules"],
+        # A DPO step packs both sides of each pair (their lengths are already summed per pair).
+        step_tokens=mem.largest_step_tokens(lengths, batch),
+    )
+
+
 def estimate_files(
     settings: Settings,
     base: BaseModel,
@@ -189,28 +208,18 @@ def estimate_files(
     trained = _trained_tokens(kind, resolved, train)
     options = options_of(method)
     device = mem.training_device()
-    try:
-        shape = mem.model_shape(base, settings.models_dir)
-    except ValueError as exc:
-        raise InvalidRequest(str(exc), param="model") from exc
-    step_tokens = mem.largest_step_tokens(train.lengths, batch * (2 if kind == "dpo" else 1))
-    memory = mem.estimate_memory(
-        shape,
-        device=device,
-        base_id=base.id,
-        training_type=options["training_type"],
-        lora_rank=options["lora_rank"],
-        target_modules=options["lora_target_modules"],
-        step_tokens=step_tokens,
-    )
+    memory = _peak_memory(settings, base, kind, options, train.lengths, batch, device)
     limit, fits, reason = _memory_verdict(settings, memory, device, base, options)
     key = throughput_key(settings, base.id, kind, options["training_type"], device)
-    cache = throughput_cache_dir(settings)
-    rate = throughput.read(cache, key)
+    rate = throughput.read(throughput_cache_dir(settings), key)
     if rate is None and calibrate_from and fits and kind != "reinforcement":
         spec = _calibration_spec(settings, base, kind, options, resolved, max_len)
         rate = throughput.measured_or_calibrated(
-            cache, key, spec, calibrate_from, limit_seconds=settings.estimate_calibration_seconds
+            throughput_cache_dir(settings),
+            key,
+            spec,
+            calibrate_from,
+            limit_seconds=settings.estimate_calibration_seconds,
         )
     seconds: float | None = None
     if rate is not None:
