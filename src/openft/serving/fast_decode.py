@@ -127,7 +127,10 @@ class FastLlama:
         positions = torch.arange(config.max_position_embeddings, device=self.embed.device)[None]
         with torch.inference_mode():
             cos, sin = inner.rotary_emb(self.embed[:1].float(), positions)
-        self.cos, self.sin = cos[0].float(), sin[0].float()
+        half = self.head_dim // 2
+        self.cos = cos[0].float()
+        self.sin = torch.cat([-sin[0, :, :half], sin[0, :, half:]], dim=-1).float()
+        """Signed so that the rotation is ``x * cos + x.roll(half) * sin`` (``_rotate``)."""
 
     @staticmethod
     def refusal(model: Any) -> str | None:
@@ -162,24 +165,29 @@ class FastLlama:
         keys and values to ``cache``; ``mask`` (``[rows, cached + new]``) has 0 on padding columns."""
         rows, new = ids.shape
         x = self.embed[ids].float()
-        cos, sin = self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
+        cos, sin = self.cos[positions].unsqueeze(2), self.sin[positions].unsqueeze(2)  # [rows, new, 1, dim]
         attn_mask = _attention_mask(mask, new)
         q_width, kv_width = self.heads * self.head_dim, self.kv_heads * self.head_dim
         lora = self.lora if self.lora.selection is not None else None
         for layer, kv in zip(self.layers, cache.layers, strict=True):
             h = F.rms_norm(x, (x.shape[-1],), layer.norm_in, self.eps)
             qkv = layer.qkv(h)
-            q, k, v = qkv.split((q_width, kv_width, kv_width), dim=-1)
             if lora is not None:
                 attn = layer.path + ".self_attn."
-                q, k, v = (
-                    lora.apply(attn + "q_proj", h, q),
-                    lora.apply(attn + "k_proj", h, k),
-                    lora.apply(attn + "v_proj", h, v),
+                q, k, v = qkv.split((q_width, kv_width, kv_width), dim=-1)
+                qkv = torch.cat(
+                    [
+                        lora.apply(attn + "q_proj", h, q),
+                        lora.apply(attn + "k_proj", h, k),
+                        lora.apply(attn + "v_proj", h, v),
+                    ],
+                    dim=-1,
                 )
-            q = _rotate(q.view(rows, new, self.heads, self.head_dim).transpose(1, 2), cos, sin)
-            k = _rotate(k.view(rows, new, self.kv_heads, self.head_dim).transpose(1, 2), cos, sin)
-            v = v.view(rows, new, self.kv_heads, self.head_dim).transpose(1, 2)
+            heads = qkv.view(rows, new, self.heads + 2 * self.kv_heads, self.head_dim)
+            qk = _rotate(heads[:, :, : self.heads + self.kv_heads], cos, sin)  # queries and keys in one go
+            q = qk[:, :, : self.heads].transpose(1, 2)
+            k = qk[:, :, self.heads :].transpose(1, 2)
+            v = heads[:, :, self.heads + self.kv_heads :].transpose(1, 2)
             if kv.keys.numel():
                 kv.keys, kv.values = torch.cat([kv.keys, k], dim=2), torch.cat([kv.values, v], dim=2)
             else:
@@ -213,10 +221,10 @@ def _base(module: Any) -> Any:
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding, as transformers applies it (``x * cos + rotate_half(x) * sin``)."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
+    """Rotary embedding: transformers' ``x * cos + rotate_half(x) * sin`` with the sign of
+    ``rotate_half`` folded into ``sin`` (``-a * s == a * -s`` exactly), so one roll replaces two slices,
+    a negation and a concatenation."""
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin
 
 
 def _attention_mask(mask: torch.Tensor, new: int) -> torch.Tensor | None:
