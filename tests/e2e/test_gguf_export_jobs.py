@@ -9,10 +9,11 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_support import LiveServer
+from e2e_support import LiveServer, start_live_server, stop_live_server
 from openai import OpenAI
 
 from gguf_support import gguf_file, greedy, load_gguf
@@ -34,6 +35,17 @@ MAX_TOKENS = {TINY_CHAT: 40, SMOLLM2: 24}
 """tiny-chat's tokens are single bytes: its 31-byte answer needs 32 tokens with the end of turn."""
 LOGPROB_TOL = {"f16": 0.02, "q8_0": 0.3}
 """Largest |logprob difference| on the greedy tokens between the export and the server (see the unit tests)."""
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[LiveServer]:
+    """A server decoding with the model's own fp32 weights (``OPENFT_SERVING_DECODE=fast``): the export
+    is compared with the weights it was made from, which ``auto`` serves as int8 copies for SmolLM2."""
+    home = tmp_path_factory.mktemp("home")
+    (home / "models").symlink_to(models_dir)
+    server = start_live_server(home, env={"OPENFT_SERVING_DECODE": "fast"})
+    yield server
+    stop_live_server(server)
 
 
 def _fine_tune(client: OpenAI, model: str, **hyperparameters: int) -> str:
