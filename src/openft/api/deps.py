@@ -24,39 +24,48 @@ from openft.tenancy import Principal
 
 
 async def _settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 async def _store(request: Request) -> Store:
-    return request.app.state.store  # type: ignore[no-any-return]
+    store: Store = request.app.state.store
+    return store
 
 
 async def _files(request: Request) -> FileService:
-    return request.app.state.files  # type: ignore[no-any-return]
+    files: FileService = request.app.state.files
+    return files
 
 
 async def _jobs(request: Request) -> JobService:
-    return request.app.state.jobs  # type: ignore[no-any-return]
+    jobs: JobService = request.app.state.jobs
+    return jobs
 
 
 async def _registry(request: Request) -> ModelRegistry:
-    return request.app.state.registry  # type: ignore[no-any-return]
+    registry: ModelRegistry = request.app.state.registry
+    return registry
 
 
 async def _uploads(request: Request) -> UploadService:
-    return request.app.state.uploads  # type: ignore[no-any-return]
+    uploads: UploadService = request.app.state.uploads
+    return uploads
 
 
 async def _reads(request: Request) -> ReadThreads:
-    return request.app.state.reads  # type: ignore[no-any-return]
+    reads: ReadThreads = request.app.state.reads
+    return reads
 
 
 async def _permissions(request: Request) -> CheckpointPermissions:
-    return request.app.state.permissions  # type: ignore[no-any-return]
+    permissions: CheckpointPermissions = request.app.state.permissions
+    return permissions
 
 
 async def _webhooks(request: Request) -> WebhookEndpoints:
-    return request.app.state.webhooks  # type: ignore[no-any-return]  # app.state holds untyped attributes
+    webhooks: WebhookEndpoints = request.app.state.webhooks
+    return webhooks
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]

@@ -22,7 +22,8 @@ def _service(request: Request) -> EvalService:
     state = request.app.state
     if getattr(state, "evals", None) is None:
         state.evals = EvalService(state.settings, state.store.engine, state.files, state.registry.resolve)
-    return state.evals  # type: ignore[no-any-return]
+    evals: EvalService = state.evals
+    return evals
 
 
 EvalsDep = Annotated[EvalService, Depends(_service)]

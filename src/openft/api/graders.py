@@ -17,7 +17,8 @@ def _graders(request: Request) -> GraderService:
     state = request.app.state
     if getattr(state, "graders", None) is None:
         state.graders = GraderService(state.settings, state.registry.resolve, state.backend)
-    return state.graders  # type: ignore[no-any-return]
+    graders: GraderService = state.graders
+    return graders
 
 
 GradersDep = Annotated[GraderService, Depends(_graders)]

@@ -16,15 +16,18 @@ router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 
 
 def upload_to_wire(row: UploadRow, file: FileRow | None = None) -> Upload:
-    return Upload(
-        id=row.id,
-        bytes=row.bytes,
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        filename=row.filename,
-        purpose=row.purpose,
-        status=row.status,  # type: ignore[arg-type]
-        file=file_to_wire(file) if file is not None else None,
+    # The store keeps the status as a plain string; validation checks it against the wire's literal.
+    return Upload.model_validate(
+        {
+            "id": row.id,
+            "bytes": row.bytes,
+            "created_at": row.created_at,
+            "expires_at": row.expires_at,
+            "filename": row.filename,
+            "purpose": row.purpose,
+            "status": row.status,
+            "file": file_to_wire(file) if file is not None else None,
+        }
     )
 
 

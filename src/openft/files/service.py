@@ -12,7 +12,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING
 
 from openft import ids
 from openft.errors import FileNotFound, FileTooLarge, InsufficientStorage, InvalidFileFormat, InvalidRequest
@@ -23,6 +23,9 @@ from openft.store.blobs import BlobStore
 from openft.store.rows import FileRow
 from openft.tenancy import Principal
 from openft.types.file_object import UPLOADABLE_PURPOSES
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsRead
 
 CHUNK = 1024 * 1024
 MAX_JSONL_LINE = 64 * 1024 * 1024
@@ -71,7 +74,7 @@ class FileService:
         *,
         filename: str,
         purpose: str,
-        content: BinaryIO,
+        content: SupportsRead[bytes],
         expires_after_seconds: int | None = None,
         expires_after_param: str = "expires_after[seconds]",
     ) -> FileRow:
@@ -112,7 +115,7 @@ class FileService:
         *,
         filename: str,
         purpose: str,
-        content: BinaryIO,
+        content: SupportsRead[bytes],
         expires_after_seconds: int | None = None,
     ) -> FileRow:
         file_id = ids.new_file_id()
@@ -154,7 +157,7 @@ class FileService:
             raise
         return row
 
-    def _write_blob(self, path: Path, content: BinaryIO) -> int:
+    def _write_blob(self, path: Path, content: SupportsRead[bytes]) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".part")
         size = 0

@@ -211,7 +211,7 @@ class UploadService:
                 principal,
                 filename=upload.filename,
                 purpose=upload.purpose,
-                content=stream,  # type: ignore[arg-type]
+                content=stream,
                 expires_after_seconds=upload.file_expires_after_seconds,
                 expires_after_param=EXPIRES_AFTER_PARAM,
             )

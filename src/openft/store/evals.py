@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -29,7 +29,10 @@ CANCELED = "canceled"
 ACTIVE = (QUEUED, IN_PROGRESS)
 RUN_STATUSES = (QUEUED, IN_PROGRESS, COMPLETED, FAILED, CANCELED)
 
-R = TypeVar("R")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+R = TypeVar("R", bound="DataclassInstance")
 
 
 class EvalNotFound(NotFound):
@@ -99,7 +102,7 @@ class OutputItemRow:
 
 
 def _row(cls: type[R], row: Any) -> R:
-    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    names = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in row._mapping.items() if k in names})
 
 
