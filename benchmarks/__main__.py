@@ -35,6 +35,10 @@ SUITE: dict[str, tuple[list[str], list[str]]] = {
     ),
     "job_startup": (["job_startup"], ["job_startup", "--examples", "12", "--skip-baseline", "--idle-seconds", "0"]),
     "validate_throughput": (["validate_throughput", "--mb", "200"], ["validate_throughput", "--mb", "2"]),
+    "estimate_accuracy": (
+        ["estimate_accuracy"],
+        ["estimate_accuracy", "--model", TINY, "--examples", "12", "--epochs", "1", "--batch-size", "2"],
+    ),
     "api_latency": (["api_latency"], ["api_latency", "--jobs", "500", "--events", "10000", "--requests", "50"]),
     "serving": (
         ["serving", "--step-reps", "5"],
