@@ -11,7 +11,7 @@ import pytest
 from openai import OpenAI
 
 from openft.jobs import throughput
-from openft.jobs.estimate import throughput_cache_dir, throughput_key
+from openft.jobs.estimate import eval_tokens, throughput_cache_dir, throughput_key
 from openft.jobs.memory_estimate import training_device
 from openft.settings import Settings
 
@@ -52,7 +52,11 @@ def test_estimate_of_a_good_file(client: OpenAI, settings: Settings) -> None:
     assert est["trained_tokens_exact"] is True and est["fits"] is True and est["reason"] is None
     assert 0 < est["peak_memory_bytes"] <= est["memory_limit_bytes"]
     assert est["estimated_seconds_source"] == "previous_jobs" and est["tokens_per_second"] == 500.0
-    assert est["estimated_seconds"] == pytest.approx(4.0 + est["trained_tokens"] / 500.0, abs=0.1)
+    vf = est["validation_file"]
+    scored = eval_tokens(est["n_steps"], 8, vf["n_trained_examples"], vf["n_tokens"])
+    assert 0 < scored and est["estimated_seconds"] == pytest.approx(
+        4.0 + (est["trained_tokens"] + scored / 3) / 500.0, abs=0.1
+    )
     assert client.fine_tuning.jobs.list().data == []  # nothing was created
 
 

@@ -44,8 +44,6 @@ RFT_EFFORT_SCALE = {"low": 0.5, "default": 1.0, "medium": 1.0, "high": 2.0}
 VALID_SAMPLE_SIZE = 32
 """Validation examples a supervised or DPO run scores at each evaluation (``recipes/supervised.py``)."""
 AUTO_EVALUATIONS = 10
-FORWARD_SHARE = 1 / 3
-"""A forward pass (evaluation) costs about a third of a training step per token."""
 CALIBRATION_SAMPLE_LINES = 64
 
 
@@ -99,15 +97,15 @@ def _trained_tokens(method: str, resolved: dict[str, Any], tokens: FileTokens) -
     return epochs * group * (tokens.n_tokens + new_tokens * tokens.n_trained_examples)
 
 
-def _eval_tokens(n_steps: int, epochs: int, valid: FileTokens | None) -> int:
-    """Tokens scored by validation over the run: a sample at about ten steps, the whole set per epoch."""
-    if valid is None or not valid.n_trained_examples:
+def eval_tokens(n_steps: int, epochs: int, n_examples: int, n_tokens: int) -> int:
+    """Validation tokens scored over a run (``n_examples`` of ``n_tokens`` in the validation file): a
+    sample at about ten steps and at each epoch's end, and the whole set at each epoch's end."""
+    if not n_examples:
         return 0
-    mean = valid.n_tokens / valid.n_trained_examples
-    sample = min(VALID_SAMPLE_SIZE, valid.n_trained_examples)
+    sample = min(VALID_SAMPLE_SIZE, n_examples)
     evals = n_steps // max(1, round(n_steps / AUTO_EVALUATIONS)) + epochs
-    full = valid.n_tokens * epochs if valid.n_trained_examples > sample else 0
-    return int(evals * sample * mean + full)
+    full = n_tokens * epochs if n_examples > sample else 0
+    return int(evals * sample * n_tokens / n_examples + full)
 
 
 def _file_estimate(file: InputFile, tokens: FileTokens) -> FileEstimate:
@@ -221,11 +219,8 @@ def estimate_files(
             calibrate_from,
             limit_seconds=settings.estimate_calibration_seconds,
         )
-    seconds: float | None = None
-    if rate is not None:
-        seconds = rate.seconds_for(trained)
-        if rate.source == "calibration":
-            seconds += _eval_tokens(n_steps, epochs, valid) / (rate.tokens_per_second / FORWARD_SHARE)
+    scored = eval_tokens(n_steps, epochs, valid.n_trained_examples, valid.n_tokens) if valid else 0
+    seconds = rate.seconds_for(trained, scored) if rate is not None else None
     method_obj = {**method, kind: {**(method.get(kind) or {}), "hyperparameters": resolved}}
     return FineTuningJobEstimate.model_validate(
         {

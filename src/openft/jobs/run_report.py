@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from openft.jobs import throughput
-from openft.jobs.estimate import InputFile, estimate_files, options_of, throughput_cache_dir, throughput_key
+from openft.jobs.estimate import (
+    InputFile,
+    estimate_files,
+    eval_tokens,
+    options_of,
+    throughput_cache_dir,
+    throughput_key,
+)
 from openft.jobs.lineage import foundation
 from openft.jobs.recovery import INPUTS_DIR
 from openft.jobs.transitions import NewEvent
@@ -192,14 +199,19 @@ def finish_events(
                 text += f" (estimated: {when}, {est['trained_tokens']:,} tokens)"
             data = {"seconds": round(seconds, 1), "trained_tokens": trained, "estimate": est}
             events.append(NewEvent(text, data=data))
-        _record_throughput(settings, job, current.attempts, seen, seconds, (est or {}).get("model"))
+        _record_throughput(settings, job, current.attempts, seen, seconds, est)
     except Exception:
         log.exception("job %s: could not summarize its run", job.id)
     return events
 
 
 def _record_throughput(
-    settings: Settings, job: JobRow, attempts: int, seen: dict[str, Any], seconds: float | None, base: str | None
+    settings: Settings,
+    job: JobRow,
+    attempts: int,
+    seen: dict[str, Any],
+    seconds: float | None,
+    est: dict[str, Any] | None,
 ) -> None:
     last = seen.get("last")
     if last is None or seconds is None or attempts > 0:
@@ -207,6 +219,16 @@ def _record_throughput(
     device = str(seen.get("device") or "cpu")
     # Keyed by the base model, as estimates are (a job continuing a fine-tuned model trains its base).
     key = throughput_key(
-        settings, base or job.model, job.method["type"], options_of(job.method)["training_type"], device
+        settings,
+        (est or {}).get("model") or job.model,
+        job.method["type"],
+        options_of(job.method)["training_type"],
+        device,
     )
-    throughput.record_job(throughput_cache_dir(settings), key, job_id=job.id, last_metrics=last, seconds=seconds)
+    scored = 0
+    valid = (est or {}).get("validation_file")
+    if est is not None and valid:
+        epochs = int(est["hyperparameters"]["n_epochs"])
+        scored = eval_tokens(est["n_steps"], epochs, valid["n_trained_examples"], valid["n_tokens"])
+    cache = throughput_cache_dir(settings)
+    throughput.record_job(cache, key, job_id=job.id, last_metrics=last, seconds=seconds, eval_tokens=scored)

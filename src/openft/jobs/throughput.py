@@ -30,6 +30,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+FORWARD_SHARE = 1 / 3
+"""A forward pass alone (a validation evaluation) costs about a third of a training step per token."""
 CALIBRATION_STEPS = 4
 """Steps a calibration measures (the first one, which warms up, counts as start-up)."""
 EVENTS_FILE = "events.jsonl"
@@ -60,9 +62,10 @@ class Throughput:
     measured_at: float
     job_id: str | None = None
 
-    def seconds_for(self, trained_tokens: int) -> float:
-        """Expected running time of a job that trains ``trained_tokens`` tokens."""
-        return self.startup_seconds + trained_tokens / self.tokens_per_second
+    def seconds_for(self, trained_tokens: int, eval_tokens: int = 0) -> float:
+        """Expected running time of a job that trains ``trained_tokens`` tokens and scores ``eval_tokens``
+        validation tokens."""
+        return self.startup_seconds + (trained_tokens + FORWARD_SHARE * eval_tokens) / self.tokens_per_second
 
 
 def _path(cache_dir: Path, key: ThroughputKey) -> Path:
@@ -88,14 +91,21 @@ def write(cache_dir: Path, key: ThroughputKey, record: Throughput) -> None:
 
 
 def record_job(
-    cache_dir: Path, key: ThroughputKey, *, job_id: str, last_metrics: dict[str, Any], seconds: float
+    cache_dir: Path,
+    key: ThroughputKey,
+    *,
+    job_id: str,
+    last_metrics: dict[str, Any],
+    seconds: float,
+    eval_tokens: int = 0,
 ) -> None:
-    """Keep a succeeded job's throughput: its final tokens/s, and the rest of its running time as start-up."""
+    """Keep a succeeded job's throughput: its final tokens/s, and the rest of its running time, less its
+    validation (``eval_tokens`` scored, which differ from job to job), as start-up."""
     tokens = float(last_metrics.get("trained_tokens") or 0)
     rate = float(last_metrics.get("tokens_per_second") or 0)
     if tokens <= 0 or rate <= 0 or seconds <= 0:
         return
-    startup = max(0.0, seconds - tokens / rate)
+    startup = max(0.0, seconds - (tokens + FORWARD_SHARE * eval_tokens) / rate)
     write(cache_dir, key, Throughput(rate, startup, "previous_jobs", time.time(), job_id))
 
 

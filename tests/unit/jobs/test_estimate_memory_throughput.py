@@ -83,6 +83,10 @@ def test_records_round_trip_and_a_job_replaces_a_calibration(tmp_path: Path) -> 
     record = throughput.read(tmp_path, KEY)
     assert record is not None and record.source == "previous_jobs" and record.job_id == "ftjob-1"
     assert record.startup_seconds == pytest.approx(10.0) and record.seconds_for(5000) == pytest.approx(30.0)
+    throughput.record_job(tmp_path, KEY, job_id="ftjob-2", last_metrics=metrics, seconds=30.0, eval_tokens=1500)
+    with_validation = throughput.read(tmp_path, KEY)
+    assert with_validation is not None and with_validation.startup_seconds == pytest.approx(8.0)  # 500 tokens' worth
+    assert with_validation.seconds_for(5000, eval_tokens=1500) == pytest.approx(30.0)
     other = throughput.ThroughputKey("m", "dpo", "lora", "cpu", 2)
     assert throughput.read(tmp_path, other) is None
 
