@@ -13,8 +13,8 @@ from fastapi import FastAPI
 
 from openft import __version__
 from openft.api import checkpoint_permissions, dashboard, files, fine_tuning, inference, models, uploads
-from openft.api import evals as eval_routes
 from openft.api import estimates as estimate_routes
+from openft.api import evals as eval_routes
 from openft.api import graders as grader_routes
 from openft.api import model_exports as model_export_routes
 from openft.api import responses as response_routes
