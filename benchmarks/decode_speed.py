@@ -20,7 +20,8 @@ SmolLM2), all on the same prompts, greedy:
    adapters of the base (made for the run, as ``benchmarks/serving.py`` makes them), for ``plain``
    and the last mode; aggregate tok/s = completion tokens / wall time.
 3. Cold start (unless ``--no-cold-start``): ``openft serve`` on a fresh home whose model cache is
-   ``--models-dir`` (converted once, as any earlier run leaves it); the seconds from ``/health``
+   ``--models-dir`` (converted once, as any earlier run leaves it) and ``OPENFT_SERVING_PRELOAD`` naming
+   the model (what ``recent`` does on a home that served it before); the seconds from ``/health``
    answering to the first SmolLM2 answer through the official client.
 
 llama.cpp (llama-cpp-python) is measured when it is importable with a GGUF at ``--gguf``; it has no
@@ -101,7 +102,7 @@ def cold_start(models_dir: Path, model_id: str) -> dict[str, Any]:
         with __import__("socket").socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        env = {**os.environ, "OPENFT_HOME": home}
+        env = {**os.environ, "OPENFT_HOME": home, "OPENFT_SERVING_PRELOAD": model_id}
         started = time.perf_counter()
         server = subprocess.Popen(
             [sys.executable, "-m", "openft", "serve", "--no-worker", "--port", str(port)],

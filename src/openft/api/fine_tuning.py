@@ -44,6 +44,7 @@ def job_to_wire(row: JobRow) -> FineTuningJob:
             "metadata": row.metadata,
             "method": row.method,
             "user_provided_suffix": row.suffix,
+            "openft": row.openft if row.status == st.SUCCEEDED else None,
         }
     )
 

@@ -77,6 +77,16 @@ def _requested_method(params: JobCreateParams) -> dict[str, Any]:
     return method
 
 
+def _check_early_stopping(method: dict[str, Any], validation_file: str | None) -> None:
+    """Early stopping watches the validation loss, so it needs a validation file."""
+    kind = method["type"]
+    if (method.get(kind) or {}).get("openft", {}).get("early_stopping") and not validation_file:
+        raise InvalidRequest(
+            "Early stopping needs a validation file: it stops when the validation loss stops improving.",
+            param="validation_file",
+        )
+
+
 class JobService:
     """Job operations for the API and the CLI, over any :class:`~openft.store.base.Store`."""
 
@@ -113,6 +123,7 @@ class JobService:
         if method["type"] == "reinforcement":
             allow = self.files.settings.allow_unconfined_python_graders
             check_reinforcement_method(method, params.validation_file, allow_unconfined_python=allow)
+        _check_early_stopping(method, params.validation_file)
         self._check_training_file(principal, params.training_file, "training_file")
         if params.validation_file:
             self._check_training_file(principal, params.validation_file, "validation_file")

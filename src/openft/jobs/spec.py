@@ -40,6 +40,11 @@ def training_options(job: JobRow) -> dict[str, Any]:
     ):
         if options.get(wire) is not None:
             out[field] = options[wire]
+    early_stopping = options.get("early_stopping")
+    if early_stopping:
+        out["early_stopping_eval_every_steps"] = early_stopping["eval_every_steps"]
+        out["early_stopping_patience"] = early_stopping["patience"]
+        out["early_stopping_min_delta"] = early_stopping.get("min_delta", 0.0)
     beta = (section.get("hyperparameters") or {}).get("beta")
     if isinstance(beta, int | float):
         out["beta"] = float(beta)

@@ -308,6 +308,7 @@ class Worker:
             fine_tuned_model=job.model_name,
             trained_tokens=int(result.get("trained_tokens", 0)),
             result_files=result_files,
+            openft=result.get("openft"),  # early stopping's outcome (training/loop.py), else None
             finished_at=int(time.time()),
             estimated_finish=None,
         )

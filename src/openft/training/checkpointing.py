@@ -71,6 +71,11 @@ class Progress:
     """Steps of the servable checkpoints still on disk, oldest first."""
     epoch_order: list[int] = field(default_factory=list)
     """The shuffled order of the current epoch (a check that the data order is reproduced)."""
+    best_step: int | None = None
+    """Early stopping: the step of the lowest full validation loss so far (its checkpoint is kept)."""
+    best_valid_loss: float | None = None
+    evaluations_without_improvement: int = 0
+    """Early stopping: full evaluations since the validation loss last improved by at least ``min_delta``."""
 
     def matches(self, other: Progress) -> bool:
         """Whether a saved state belongs to a run with the same data, batching and seed."""

@@ -15,6 +15,11 @@ points of ``training/checkpointing.py``: a servable checkpoint and a full state 
 end, a full state within an epoch when one is due, and a clean stop on SIGTERM. A run given
 ``spec.resume_from`` takes its place in the data, its history, every tensor and RNG from the saved
 state, and ends with the same losses and weights as one never interrupted.
+
+With early stopping (``training/early_stopping.py``) the loop also asks for the full validation
+set every ``eval_every_steps`` steps (``full_evaluation_due``), checkpoints each new best step
+(kept whatever ``keep_checkpoints`` says), stops when the loss has stopped improving, and ends
+with the best checkpoint as the fine-tuned model.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import torch
 
 from openft.training.checkpointing import Checkpointer, Progress, epoch_order, resume
 from openft.training.common import save_adapter, write_results_csv
+from openft.training.early_stopping import EarlyStopping
 from openft.training.events import EventWriter
 from openft.training.failures import check_loss
 from openft.training.gradient_sync import sync_gradients
@@ -119,14 +125,24 @@ class TrainingLoop:
             self.output_dir, every_steps=spec.save_state_every_steps, every_seconds=spec.save_state_every_seconds
         )
         self.checkpointer.install_stop_handler()
+        self.early_stopping = EarlyStopping.of(spec)
+        self.stopped_early_at: int | None = None
 
     @property
     def step(self) -> int:
         """Optimizer steps done so far (a resumed run starts where it stopped)."""
         return self.progress.step
 
+    def full_evaluation_due(self, step: int, epoch_end: bool) -> bool:
+        """Whether ``step``'s validation scores the whole validation set: at each epoch's end, and
+        every ``eval_every_steps`` steps with early stopping."""
+        return epoch_end or (self.early_stopping is not None and self.early_stopping.evaluation_due(step))
+
     def run(self, train_step: TrainStep, validate: Validate) -> bool:
-        """Train the remaining epochs; False when a stop request ended the run at a save point."""
+        """Train the remaining epochs; False when a stop request ended the run at a save point.
+
+        True also when early stopping ended the run before its last epoch (``stopped_early_at``).
+        """
         spec, progress = self.spec, self.progress
         self.trainable.model.train()
         for epoch in range(progress.epoch, spec.n_epochs):
@@ -134,7 +150,8 @@ class TrainingLoop:
             start = progress.position if epoch == progress.epoch else 0
             for first in range(start, len(order), spec.batch_size):
                 epoch_end = first + spec.batch_size >= len(order)
-                self._step(train_step, validate, order[first : first + spec.batch_size], epoch, epoch_end)
+                if self._step(train_step, validate, order[first : first + spec.batch_size], epoch, epoch_end):
+                    return True  # early stopping: the best checkpoint is saved already
                 # A full state within the epoch when due; a stop request (SIGTERM) also leaves a
                 # servable checkpoint here, then ends the run cleanly.
                 if not epoch_end and self._save_point(False, epoch, first + spec.batch_size, order):
@@ -143,7 +160,8 @@ class TrainingLoop:
                 return False
         return True
 
-    def _step(self, train_step: TrainStep, validate: Validate, indices: list[int], epoch: int, epoch_end: bool) -> None:
+    def _step(self, train_step: TrainStep, validate: Validate, indices: list[int], epoch: int, epoch_end: bool) -> bool:
+        """One optimizer step, its metrics line and early stopping's verdict: True to stop now."""
         spec, progress = self.spec, self.progress
         step_started = time.perf_counter()
         result = train_step(indices)
@@ -168,6 +186,30 @@ class TrainingLoop:
             tokens_per_second=progress.trained_tokens / progress.train_seconds,
             elapsed_seconds=time.perf_counter() - self.started,
         )
+        return self._observe(row)
+
+    def _observe(self, row: dict[str, Any]) -> bool:
+        """Early stopping's reading of a row with a full validation loss: checkpoint a best, say when to stop."""
+        if self.early_stopping is None or row.get("full_valid_loss") is None:
+            return False
+        settings, progress, step = self.early_stopping, self.progress, row["step"]
+        verdict = settings.observe(progress, step, row["full_valid_loss"])
+        if verdict.best:
+            self.save_checkpoint()
+        if not verdict.stop or step >= self.total_steps:
+            return False
+        self.stopped_early_at = step
+        self.events.message(
+            f"Early stopping at step {step}/{self.total_steps}: the full validation loss has not improved by at "
+            f"least {settings.min_delta:g} in {settings.patience} evaluations; the best, "
+            f"{progress.best_valid_loss:.4f} at step {progress.best_step}, becomes the fine-tuned model",
+            data={
+                "stopped_early_at_step": step,
+                "best_step": progress.best_step,
+                "best_valid_loss": progress.best_valid_loss,
+            },
+        )
+        return True
 
     def _save_point(self, epoch_end: bool, epoch: int, position: int, order: list[int]) -> bool:
         """Save what is due after this step; True when the run must stop now (a stop event is written)."""
@@ -203,23 +245,43 @@ class TrainingLoop:
         self.events.checkpoint(step=step, path=path, metrics=metrics)
         saved_steps.append(step)
         while len(saved_steps) > self.spec.keep_checkpoints:
-            old = saved_steps.pop(0)
+            # The oldest, except the best step early stopping will serve.
+            old = next((s for s in saved_steps if s != self.progress.best_step), None)
+            if old is None:
+                break
+            saved_steps.remove(old)
             shutil.rmtree(self.output_dir / f"checkpoints/step-{old}", ignore_errors=True)
             self.events.checkpoint_deleted(old)
 
     def finish(self, *, extra_columns: Sequence[str] = (), **result: Any) -> None:
         """Save the final model and ``results.csv``, then write the ``result`` line (the run's last).
 
+        With early stopping the final model is the best step's checkpoint, ``results.csv`` gains a
+        ``full_valid_loss`` column and the result line an ``openft`` object (best step and loss, and
+        the step the run stopped at, or None when it ran all its epochs).
+
         Args:
             extra_columns: The method's own ``results.csv`` columns, after OpenAI's five.
             result: The method's own fields of the result line (``hyperparameters``, say).
         """
-        save_adapter(self.trainable.model, self.trainable.tokenizer, self.output_dir / ADAPTER_DIR)
-        write_results_csv(self.progress.history, self.output_dir / RESULTS_CSV, extra_columns)
+        progress, adapter = self.progress, self.output_dir / ADAPTER_DIR
+        best = self.output_dir / f"checkpoints/step-{progress.best_step}"
+        if self.early_stopping is not None and progress.best_step is not None and best.is_dir():
+            shutil.rmtree(adapter, ignore_errors=True)
+            shutil.copytree(best, adapter)
+            extra_columns = [*extra_columns, "full_valid_loss"]
+            result["openft"] = {
+                "best_step": progress.best_step,
+                "best_valid_loss": progress.best_valid_loss,
+                "stopped_early_at_step": self.stopped_early_at,
+            }
+        else:
+            save_adapter(self.trainable.model, self.trainable.tokenizer, adapter)
+        write_results_csv(progress.history, self.output_dir / RESULTS_CSV, extra_columns)
         self.events.result(
             adapter_path=ADAPTER_DIR,
             results_csv=RESULTS_CSV,
-            trained_tokens=self.progress.trained_tokens,
+            trained_tokens=progress.trained_tokens,
             n_examples=self.n_examples,
             total_steps=self.total_steps,
             **result,

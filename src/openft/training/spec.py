@@ -114,6 +114,13 @@ class TrainingSpec:
     """A LoRA parent's adapter directory the run starts from (``jobs/lineage.py``): LoRA continues training
     it (its rank, alpha and target modules win), full fine-tuning merges it into ``base_model`` first."""
 
+    early_stopping_eval_every_steps: int | None = None
+    """Early stopping (``training/early_stopping.py``): steps between full validations; None: off."""
+    early_stopping_patience: int = 1
+    """Early stopping: full validations without an improvement after which the run stops."""
+    early_stopping_min_delta: float = 0.0
+    """Early stopping: the decrease of the validation loss that counts as an improvement."""
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 

@@ -209,7 +209,13 @@ async function jobPage(root, jobId) {
     progress.querySelector(".label").textContent = label;
 
     const points = (key) => metrics.filter((e) => typeof e.data[key] === "number").map((e) => [e.data.step, e.data[key]]);
-    lineChart(lossChart, { title: "Loss", series: [
+    // Early stopping: its event names the step it stopped at and the best step the job serves.
+    const stop = events.find((e) => e.data && typeof e.data.stopped_early_at_step === "number");
+    const markers = stop ? [
+      { x: stop.data.best_step, label: `best ${stop.data.best_step}`, color: COLORS.full },
+      { x: stop.data.stopped_early_at_step, label: "stopped early", color: "#b91c1c" },
+    ] : [];
+    lineChart(lossChart, { title: "Loss", markers, series: [
       { name: "train", color: COLORS.train, points: points("train_loss") },
       { name: "valid", color: COLORS.valid, points: points("valid_loss") },
       { name: "full valid", color: COLORS.full, points: points("full_valid_loss"), dots: true },
@@ -303,8 +309,8 @@ async function route() {
   const path = location.pathname;
   const page = path.startsWith("/jobs/") ? "jobs" : path.slice(1) || "jobs";
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.nav === page);
-  if (path.startsWith("/jobs/")) addJobEstimate(root, decodeURIComponent(path.slice(6)));  // job_estimate.js
   if (path.startsWith("/jobs/")) addCompareWithBase(root, decodeURIComponent(path.slice(6)));  // evals.js
+  if (path.startsWith("/jobs/")) addJobEstimate(root, decodeURIComponent(path.slice(6)));  // job_estimate.js
   if (path.startsWith("/jobs/")) return jobPage(root, decodeURIComponent(path.slice(6)));
   const run = path.match(/^\/evals\/([^/]+)\/runs\/([^/]+)$/);
   if (run) return runPage(root, decodeURIComponent(run[1]), decodeURIComponent(run[2]));

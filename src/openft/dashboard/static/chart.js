@@ -64,6 +64,13 @@
       label.textContent = `● ${s.name}`;
       legendX -= 14 + 7 * s.name.length;
     }
+    // Vertical markers at given steps (early stopping's best step and where it stopped).
+    for (const m of spec.markers || []) {
+      if (m.x < x0 || m.x > x1) continue;
+      el("line", { x1: sx(m.x), x2: sx(m.x), y1: PAD.top, y2: H - PAD.bottom, stroke: m.color,
+        "stroke-dasharray": "4 3", class: "marker", "data-name": m.label }, svg);
+      el("text", { x: sx(m.x) + 3, y: PAD.top + 10, class: "tick", fill: m.color }, svg).textContent = m.label;
+    }
     for (const s of series) {
       const d = s.points.map((p) => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ");
       el("polyline", { points: d, fill: "none", stroke: s.color, "stroke-width": s.width || 2,

@@ -105,10 +105,10 @@ def run(spec: TrainingSpec, events: EventWriter) -> None:
             sample = [valid[i] for i in sample_idx]
             refs = [valid_refs[i] for i in sample_idx]
             row.update(_flat("valid", evaluate(trainable, sample, refs, spec.batch_size, spec.beta)))
-        if valid and epoch_end:
+        if valid and loop.full_evaluation_due(step, epoch_end):
             full = (
                 {k.removeprefix("valid_"): v for k, v in row.items() if k.startswith("valid_")}
-                if len(sample_idx) == len(valid)
+                if len(sample_idx) == len(valid) and "valid_loss" in row
                 else evaluate(trainable, valid, valid_refs, spec.batch_size, spec.beta)
             )
             row.update(_flat("full_valid", {k.removeprefix("rewards_"): v for k, v in full.items()}))

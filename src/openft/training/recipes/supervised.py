@@ -80,13 +80,15 @@ def run(spec: TrainingSpec, events: EventWriter) -> None:
         row: dict[str, Any] = {}
         if valid_sample and (step % eval_every == 0 or epoch_end):
             row["valid_loss"], row["valid_mean_token_accuracy"] = evaluate(model, valid_sample, spec.batch_size, device)
-        if valid and epoch_end:
+        if valid and loop.full_evaluation_due(step, epoch_end):
             full = (
                 (row["valid_loss"], row["valid_mean_token_accuracy"])
-                if len(valid_sample) == len(valid)
+                if len(valid_sample) == len(valid) and "valid_loss" in row
                 else evaluate(model, valid, spec.batch_size, device)
             )
             row["full_valid_loss"], row["full_valid_mean_token_accuracy"] = full
+            if len(valid_sample) == len(valid):  # the sample is the whole set: its loss is this one
+                row["valid_loss"], row["valid_mean_token_accuracy"] = full
         return row
 
     if loop.run(train_step, validate):

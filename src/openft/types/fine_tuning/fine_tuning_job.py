@@ -23,6 +23,20 @@ class DpoHyperparameters(Hyperparameters):
     beta: Auto | Annotated[float, Field(gt=0, le=2)] | None = Field(default="auto")
 
 
+class EarlyStopping(BaseModel):
+    """``method.<type>.openft.early_stopping``: stop when the validation loss stops improving (needs a validation file).
+
+    The full validation set is scored every ``eval_every_steps`` steps (and at each epoch's end); after
+    ``patience`` evaluations without a decrease of at least ``min_delta`` the job stops, and its model is
+    the checkpoint with the lowest validation loss.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    eval_every_steps: int = Field(ge=1)
+    patience: int = Field(ge=1)
+    min_delta: float = Field(default=0.0, ge=0)
+
+
 class OpenftTrainingOptions(BaseModel):
     """openft's own options, ``method.supervised.openft`` / ``method.dpo.openft``: LoRA or full fine-tuning.
 
@@ -37,6 +51,8 @@ class OpenftTrainingOptions(BaseModel):
     lora_dropout: float | None = Field(default=None, ge=0, lt=1)
     target_modules: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1)
     """Module names LoRA adapts, e.g. ``["q_proj", "v_proj"]``; default every linear layer but the head."""
+    early_stopping: EarlyStopping | None = None
+    """Off unless given; see :class:`EarlyStopping`."""
 
     @model_serializer(mode="wrap")
     def _without_unset(self, handler: Any) -> dict[str, Any]:
@@ -112,6 +128,16 @@ class JobError(BaseModel):
     param: str | None = None
 
 
+class JobOpenftOutcome(BaseModel):
+    """``fine_tuning.job.openft``: what early stopping chose, on a job that succeeded with it."""
+
+    best_step: int
+    """The step whose checkpoint is the fine-tuned model: the lowest full validation loss."""
+    best_valid_loss: float
+    stopped_early_at_step: int | None = None
+    """The step the job stopped at; None when it trained all its epochs."""
+
+
 class FineTuningJob(BaseModel):
     id: str
     created_at: int
@@ -138,6 +164,8 @@ class FineTuningJob(BaseModel):
     metadata: dict[str, str] | None = None
     method: Method
     user_provided_suffix: str | None = None
+    openft: JobOpenftOutcome | None = None
+    """openft's extension: early stopping's outcome; null unless the job succeeded with early stopping."""
 
 
 class FineTuningJobEvent(BaseModel):
