@@ -90,8 +90,10 @@ class ResponseFormat(BaseModel):
     json_schema: dict[str, Any] | None = None
     """With ``json_schema``: OpenAI's ``{"name", "description", "schema", "strict"}``."""
 
-    def schema(self) -> dict[str, Any] | None:
-        """The schema a ``json_schema`` answer must validate against (None: any JSON object)."""
+    def enforced_schema(self) -> dict[str, Any] | None:
+        """The schema a ``json_schema`` answer must validate against (None: any JSON object).
+
+        Not named ``schema``: pydantic's ``BaseModel.schema`` is a classmethod of that name."""
         if self.type != "json_schema":
             return None
         if self.json_schema is None:
@@ -122,7 +124,7 @@ class ChatCompletionRequest(_SamplingFields):
             raise InvalidRequest("top_logprobs requires logprobs to be true.", param="top_logprobs")
         logprobs = (self.top_logprobs or 0) if self.logprobs else None
         kind = self.response_format.type if self.response_format else "text"
-        schema = self.response_format.schema() if self.response_format else None
+        schema = self.response_format.enforced_schema() if self.response_format else None
         return self.sampling(self.max_completion_tokens or self.max_tokens, logprobs, kind, schema)
 
 

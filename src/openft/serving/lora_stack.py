@@ -182,7 +182,9 @@ class LoraStack:
         (``fast_decode``, with fused projections whose outputs are views): ``y`` is not written to.
         """
         selection = self.selection
-        pair = selection.layers.get(path) if selection is not None else None
+        if selection is None:
+            return y
+        pair = selection.layers.get(path)
         if pair is None:
             return y
         a, bt = pair
