@@ -122,3 +122,12 @@ def test_in_openapi_document(client: OpenAI, http: Any) -> None:
     doc = http.get("/openapi.json").json()
     assert "post" in doc["paths"]["/v1/fine_tuning/jobs/estimate"]
     assert "FineTuningJobEstimate" in doc["components"]["schemas"]
+
+
+def test_early_stopping_makes_trained_tokens_an_upper_bound(client: OpenAI, settings: Settings) -> None:
+    _known_throughput(settings)
+    train, valid = _upload(client, "tiny_train.jsonl"), _upload(client, "tiny_valid.jsonl")
+    stopping = {"eval_every_steps": 2, "patience": 1, "min_delta": 0.0}
+    method = {"type": "supervised", "supervised": {"openft": {"early_stopping": stopping}}}
+    est = _estimate(client, model=TINY, training_file=train, validation_file=valid, method=method)
+    assert est["trained_tokens_exact"] is False and est["trained_tokens"] == 8 * est["training_file"]["n_tokens"]

@@ -69,6 +69,7 @@ def options_of(method: dict[str, Any]) -> dict[str, Any]:
         "lora_alpha": options.get("lora_alpha") or 32,
         "lora_dropout": float(options.get("lora_dropout") or 0.0),
         "lora_target_modules": options.get("target_modules"),
+        "early_stopping": options.get("early_stopping"),
     }
 
 
@@ -232,7 +233,8 @@ def estimate_files(
             "training_type": options["training_type"],
             "n_steps": n_steps,
             "trained_tokens": trained,
-            "trained_tokens_exact": kind != "reinforcement",
+            # Early stopping (method.<type>.openft.early_stopping) may end the run before its last step.
+            "trained_tokens_exact": kind != "reinforcement" and not options.get("early_stopping"),
             "device": device,
             "peak_memory_bytes": memory.peak_bytes,
             "memory_limit_bytes": limit,
@@ -261,7 +263,7 @@ def _calibration_spec(
         "seed": 0,
         "max_seq_len": max_len,
         "threads": settings.training_threads,
-        **options,
+        **{k: v for k, v in options.items() if k != "early_stopping"},
     }
     if method == "dpo":
         spec["beta"] = float(resolved.get("beta") or hyperparameters.DEFAULT_DPO_BETA)

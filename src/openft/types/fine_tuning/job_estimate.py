@@ -50,9 +50,9 @@ class FineTuningJobEstimate(BaseModel):
     """Optimizer steps over all epochs."""
     trained_tokens: int
     """Tokens trained over all epochs: the job's ``trained_tokens`` once it has succeeded (reinforcement:
-    an upper bound, since completions end when the model stops)."""
+    an upper bound, since completions end when the model stops; with early stopping, the most it trains)."""
     trained_tokens_exact: bool
-    """False for reinforcement, where ``trained_tokens`` is the most the job can train."""
+    """False for reinforcement and with early stopping, where ``trained_tokens`` is the most the job can train."""
     device: Literal["cpu", "cuda"]
     """Where this server's training processes run."""
     peak_memory_bytes: int
