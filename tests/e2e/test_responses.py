@@ -162,7 +162,7 @@ def test_three_turns_and_stored_items(live_server: LiveServer, trained: tuple[st
 
 def test_stream_helper(live_server: LiveServer, trained: tuple[str, str]) -> None:
     client = live_server.client()
-    with client.responses.stream(model=TINY, input="Hi", text=JSON_OBJECT, max_output_tokens=40) as stream:
+    with client.responses.stream(model=TINY, input="Hi", text=JSON_OBJECT, max_output_tokens=100) as stream:
         kinds = [event.type for event in stream]
         final = stream.get_final_response()
     assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
@@ -240,7 +240,7 @@ def test_typescript_client(live_server: LiveServer, trained: tuple[str, str]) ->
     )
     assert result.returncode == 0, result.stderr[-3000:]
     seen = json.loads(result.stdout.strip().splitlines()[-1])
-    assert seen["plain"]["status"] == "completed" and isinstance(json.loads(seen["plain"]["text"]), dict)
+    assert seen["plain"] == {"status": "completed", "output": ["function_call"]}
     assert seen["messages"]["instructions"] == "Be kind." and seen["messages"]["input"] > 0
     structured = json.loads(seen["structured"])
     assert isinstance(structured, dict)
@@ -257,7 +257,9 @@ def test_typescript_client(live_server: LiveServer, trained: tuple[str, str]) ->
     ]
     kinds = seen["stream"]["kinds"]
     assert kinds[:2] == ["response.created", "response.in_progress"] and kinds[-1] == "response.completed"
-    assert seen["stream"]["text"] == seen["retrieved"] and isinstance(json.loads(seen["retrieved"]), dict)
+    assert "response.function_call_arguments.delta" in kinds and seen["stream"]["status"] == "completed"
+    assert seen["stream"]["output"] == seen["retrieved"] and seen["retrieved"][0][:1] == ["function_call"]
+    assert seen["retrieved"][0][3] == "weather"
     assert seen["deleted"] == {"status": 404, "code": "response_not_found"}
 
 

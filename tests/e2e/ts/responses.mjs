@@ -8,9 +8,8 @@ const base = "openft/tiny-chat";
 const client = new OpenAI({ baseURL, apiKey: "sk-local", maxRetries: 0 });
 const tools = [{ type: "function", name: "weather", parameters: {} }];
 const greedy = { model, tools, temperature: 0, max_output_tokens: 60 };
-const json = { format: { type: "json_object" } };
 
-const plain = await client.responses.create({ model: base, input: "Hi", text: json, max_output_tokens: 40 });
+const plain = await client.responses.create({ ...greedy, input: "Rain?" });
 const messages = await client.responses.create({
   model: base, instructions: "Be kind.", max_output_tokens: 4, seed: 1,
   input: [
@@ -49,7 +48,7 @@ const third = await client.responses.create({ ...greedy, previous_response_id: a
 const items = [];
 for await (const item of client.responses.inputItems.list(third.id, { order: "asc", limit: 2 })) items.push(item);
 
-const stream = client.responses.stream({ model: base, input: "Hello", text: json, max_output_tokens: 40 });
+const stream = client.responses.stream({ ...greedy, input: "Sun?" });
 const kinds = [];
 for await (const event of stream) kinds.push(event.type);
 const streamed = await stream.finalResponse();
@@ -62,8 +61,12 @@ try {
   deleted = { status: err.status, code: err.code };
 }
 
+function callFields(item) {
+  return [item.type, item.id, item.call_id, item.name, item.arguments];
+}
+
 console.log(JSON.stringify({
-  plain: { status: plain.status, text: plain.output_text },
+  plain: { status: plain.status, output: plain.output.map((i) => i.type) },
   messages: { text: messages.output_text, instructions: messages.instructions, input: messages.usage.input_tokens },
   structured: structured.output_text,
   call: call && { name: call.name, arguments: call.arguments, call_id: call.call_id },
@@ -71,7 +74,7 @@ console.log(JSON.stringify({
   chat: chat.choices[0].message.content,
   previous: [answered.previous_response_id === asked.id, third.previous_response_id === answered.id],
   items: items.map((i) => [i.type, i.role ?? null]),
-  stream: { kinds, text: streamed.output_text, status: streamed.status },
-  retrieved: retrieved.output_text,
+  stream: { kinds, output: streamed.output.map(callFields), status: streamed.status },
+  retrieved: retrieved.output.map(callFields),
   deleted,
 }));
