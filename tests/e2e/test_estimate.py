@@ -207,6 +207,14 @@ def test_cli_prints_the_estimate(server: LiveServer) -> None:
     assert f"training file {train}: 12 examples" in result.stdout
     assert "hyperparameters: batch_size=1, learning_rate_multiplier=1.0, n_epochs=2" in result.stdout
     assert "fits" in result.stdout and "time: about" in result.stdout
+    bad = _upload(client, "broken_line7.jsonl")
+    refused = subprocess.run(
+        [sys.executable, "-m", "openft", "jobs", "estimate", TINY, bad, "--base-url", server.base_url],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert refused.returncode == 2 and "Line 7" in refused.stderr and "Traceback" not in refused.stderr
 
 
 @pytest.fixture(scope="module")

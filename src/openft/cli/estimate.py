@@ -2,7 +2,8 @@
 
 Prints the server's ``fine_tuning.job.estimate`` (``POST /v1/fine_tuning/jobs/estimate``): examples and
 tokens per file, the resolved hyperparameters, steps, trained tokens, peak memory against the server's
-limit and the expected running time. Exits 1 when the job would not fit in memory.
+limit and the expected running time. Exits 1 when the job would not fit in memory, 2 when the server
+refuses the request (the message names the line of a file the job would fail on).
 """
 
 from __future__ import annotations
@@ -63,7 +64,14 @@ def jobs_estimate(
     body: dict[str, Any] = {"model": model, "training_file": training_file, "method": {"type": method, method: section}}
     if validation_file:
         body["validation_file"] = validation_file
-    est = make_client(base_url).post("/fine_tuning/jobs/estimate", body=body, cast_to=object)
+    from openai import APIStatusError
+
+    try:
+        est = make_client(base_url).post("/fine_tuning/jobs/estimate", body=body, cast_to=object)
+    except APIStatusError as exc:  # a file the job would fail on: its line, not a traceback
+        error = exc.body if isinstance(exc.body, dict) else {}
+        typer.echo(f"error: {error.get('message') or exc.message}", err=True)
+        raise typer.Exit(2) from exc
     if as_json:
         print_json(est)
     else:
