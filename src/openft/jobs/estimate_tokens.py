@@ -111,6 +111,17 @@ def _cut(example: TokenizedExample, max_seq_len: int) -> TokenizedExample:
 
 
 def _supervised(example: dict[str, Any], tok: TemplateTokenizer, line: int, max_len: int, out: FileTokens) -> None:
+    if tok.chat_template is not None:
+        # One rendering, as training renders the whole conversation. Untruncated, an example trains on
+        # each assistant turn of non-zero weight (its end-of-turn token at least), so only a truncated one
+        # needs the per-turn renderings that locate its labels.
+        messages, weights, tools = normalize_messages(example)
+        text = tok.apply_chat_template(messages, tools=tools, add_generation_prompt=False)
+        n_tokens = len(tok(text, add_special_tokens=False)["input_ids"])
+        if n_tokens <= max_len:
+            if any(m["role"] == "assistant" and w != 0 for m, w in zip(messages, weights, strict=True)):
+                out.add(n_tokens, truncated=False, line=line)
+            return
     tokenized = tokenize_example(example, tok, line)
     truncated = len(tokenized.input_ids) > max_len
     if truncated:

@@ -104,3 +104,18 @@ def test_counting_does_not_import_torch(models_dir: Path) -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("max_seq_len", [10**6, 120])
+def test_multi_turn_and_example_files_equal_training(
+    tokenizers: tuple[TemplateTokenizer, object], tmp_path: Path, max_seq_len: int
+) -> None:
+    from chat_files import write_chat_file
+
+    light, training = tokenizers
+    many_turns = tmp_path / "turns.jsonl"
+    write_chat_file(many_turns, 0.02, turns=6)
+    for path in (many_turns, EXAMPLES / "pirate.jsonl"):
+        counted = count_trained_tokens(path, light, "supervised", max_seq_len)
+        n_kept, n_tokens, truncated = _supervised_training_count(path, training, max_seq_len)
+        assert (counted.n_trained_examples, counted.n_tokens, counted.n_truncated) == (n_kept, n_tokens, len(truncated))
