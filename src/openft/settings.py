@@ -90,8 +90,8 @@ class Settings(BaseSettings):
     serving_decode: Literal["auto", "plain", "fast", "fast-bf16", "fast-int8"] = "auto"
     """Which forward pass decodes served models: ``plain`` is transformers'; ``fast`` a lean forward of
     torch ops over the model's own weights (the same greedy answers), ``fast-bf16``/``fast-int8`` the same
-    over bf16 or int8 weight-only copies. ``auto``: on CUDA ``plain``; on CPU ``fast-int8`` for models of
-    50M parameters or more (each token reads every weight from memory) and ``fast`` below."""
+    over bf16 or int8 weight-only copies. ``auto``: on CUDA ``plain``, on CPU ``fast`` (the same greedy
+    answers as the trained weights; int8 is faster but parts from them, so it is an opt-in)."""
 
     serving_preload: str = "recent"
     """Base models an API process loads in the background as it starts (``serving/warmup.py``):

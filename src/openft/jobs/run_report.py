@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from openft.jobs import throughput
+from openft.jobs.claim import ClaimLost
 from openft.jobs.estimate import (
     InputFile,
     estimate_files,
@@ -42,6 +43,12 @@ from openft.store.rows import CheckpointRow, JobRow
 log = logging.getLogger(__name__)
 
 ESTIMATE_FILE = f"{INPUTS_DIR}/estimate.json"
+
+
+class EstimateTimeUp(Exception):
+    """The worker's estimate of a job used up its time (``jobs/validating.py``); the job goes on without one."""
+
+
 SOURCES = {"previous_jobs": "this server's previous job", "calibration": "a calibration run"}
 
 
@@ -63,6 +70,10 @@ def save_estimate(
         target = settings.jobs_dir / job.id / ESTIMATE_FILE
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(est.model_dump_json())
+    except ClaimLost:
+        raise
+    except EstimateTimeUp as exc:
+        log.info("job %s: starts without an estimate: %s", job.id, exc)
     except Exception:  # the estimate is information; a job never fails for want of it
         log.exception("job %s: could not estimate it", job.id)
 

@@ -9,6 +9,8 @@ first problem found) is written only if the worker still holds the job.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from openft.data.validation import FileReport, first_error_message, validate_file
@@ -18,7 +20,7 @@ from openft.jobs import status as st
 from openft.jobs.claim import Claim
 from openft.jobs.estimate import InputFile
 from openft.jobs.recovery import pin_input, pinned_input
-from openft.jobs.run_report import save_estimate
+from openft.jobs.run_report import EstimateTimeUp, save_estimate
 from openft.jobs.transitions import NewEvent, fail, transition
 from openft.settings import Settings
 from openft.store import Store
@@ -27,6 +29,24 @@ from openft.store.rows import JobRow
 log = logging.getLogger(__name__)
 
 MAX_WARNING_EVENTS = 5
+MIN_ESTIMATE_SECONDS = 10.0
+"""The estimate a worker makes while validating may take as long as validation took, and at least this.
+
+Counting trained tokens renders every example's chat template, several times slower than validating
+it; unbounded, it would multiply the time a big file spends in ``validating_files``. A job whose
+estimate runs out of time starts without one (``POST /v1/fine_tuning/jobs/estimate`` still counts it
+all)."""
+
+
+def _bounded(progress: Callable[[], None], seconds: float) -> Callable[[], None]:
+    deadline = time.monotonic() + seconds
+
+    def check() -> None:
+        progress()
+        if time.monotonic() > deadline:
+            raise EstimateTimeUp(f"the estimate took more than {seconds:.0f} s")
+
+    return check
 
 
 def input_path(settings: Settings, store: Store, files: FileService, job: JobRow, file_id: str) -> Path:
@@ -54,6 +74,7 @@ class Validation:
             OpenFTError: a file cannot be read (the caller fails the job with it).
         """
         log.info("job %s: validating its files", job.id)
+        started = time.monotonic()
         method = job.method["type"]
         report = self._check(job, claim, job.training_file, "training")
         if report is None:
@@ -67,7 +88,8 @@ class Validation:
             source = input_path(self.settings, self.store, self.files, job, file_id)
             claim.check()
             pin_input(self.settings.jobs_dir / job.id, file_id, source, progress=claim.progress)
-        self._estimate(job, claim, report, valid_report)
+        budget = max(MIN_ESTIMATE_SECONDS, time.monotonic() - started)
+        self._estimate(job, claim, report, valid_report, budget)
         # The method's own section holds every requested value (beta for DPO, ...); the job's
         # top-level hyperparameters carry the three all methods share.
         requested = (job.method.get(method) or {}).get("hyperparameters") or job.hyperparameters
@@ -87,7 +109,9 @@ class Validation:
             method=method_obj,
         )
 
-    def _estimate(self, job: JobRow, claim: Claim, training: FileReport, validation: FileReport | None) -> None:
+    def _estimate(
+        self, job: JobRow, claim: Claim, training: FileReport, validation: FileReport | None, seconds: float
+    ) -> None:
         """Keep the job's estimate for its events (``jobs/run_report.py``); never fails the job."""
 
         def pinned(file_id: str, report: FileReport) -> InputFile:
@@ -95,7 +119,7 @@ class Validation:
 
         valid = pinned(job.validation_file, validation) if job.validation_file and validation else None
         train = pinned(job.training_file, training)
-        save_estimate(self.settings, self.store, job, train, valid, progress=claim.progress)
+        save_estimate(self.settings, self.store, job, train, valid, progress=_bounded(claim.progress, seconds))
 
     def _check(self, job: JobRow, claim: Claim, file_id: str, purpose: str) -> FileReport | None:
         """Validate one file; None when it failed the job."""

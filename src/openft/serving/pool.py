@@ -403,9 +403,6 @@ class ModelPool:
 
 
 DECODE_MODES = ("auto", "plain", "fast", "fast-bf16", "fast-int8")
-_INT8_FROM_PARAMETERS = 50_000_000
-"""``auto`` quantizes models at least this large: their weights no longer fit in a CPU's caches, so each
-token's time is mostly reading them from memory, and int8 reads a quarter of fp32's bytes."""
 
 
 def decode_plan(decode: str, device: torch.device, model: Any) -> Precision | None:
@@ -413,8 +410,8 @@ def decode_plan(decode: str, device: torch.device, model: Any) -> Precision | No
 
     ``plain``: transformers' forward. ``fast``: the lean forward with the model's fp32 weights (the
     same greedy tokens), ``fast-bf16``/``fast-int8``: with converted weights. ``auto``: on CUDA
-    transformers' forward (bf16, batched kernels); on CPU the lean forward, int8 for models of 50M
-    parameters or more and fp32 below. Models the lean forward does not cover always get transformers'.
+    transformers' forward (bf16, batched kernels); on CPU the lean forward over the fp32 weights (int8
+    would part from the trained model's greedy answers, so it is asked for by name). Models the lean forward does not cover always get transformers'.
     """
     from openft.serving.fast_decode import FastLlama
 
@@ -429,6 +426,5 @@ def decode_plan(decode: str, device: torch.device, model: Any) -> Precision | No
         )
         return None
     if decode == "auto":
-        big = sum(p.numel() for p in model.parameters()) >= _INT8_FROM_PARAMETERS
-        return "int8" if big else "fp32"
+        return "fp32"
     return {"fast": "fp32", "fast-bf16": "bf16", "fast-int8": "int8"}[decode]  # type: ignore[return-value]  # keys are DECODE_MODES
