@@ -411,7 +411,8 @@ def decode_plan(decode: str, device: torch.device, model: Any) -> Precision | No
     ``plain``: transformers' forward. ``fast``: the lean forward with the model's fp32 weights (the
     same greedy tokens), ``fast-bf16``/``fast-int8``: with converted weights. ``auto``: on CUDA
     transformers' forward (bf16, batched kernels); on CPU the lean forward over the fp32 weights (int8
-    would part from the trained model's greedy answers, so it is asked for by name). Models the lean forward does not cover always get transformers'.
+    would part from the trained model's greedy answers, so it is asked for by name). Models the lean
+    forward does not cover always get transformers'.
     """
     from openft.serving.fast_decode import FastLlama
 
