@@ -16,12 +16,12 @@ renderings of prefixes are token prefixes of the full rendering, which is checke
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from openft.data.chat_messages import TrainingDataError, normalize_messages
+from openft.data.jsonl_lines import tokenized_lines
 
 IGNORE_INDEX = -100
 """The label of a token that is not trained on (PyTorch's cross-entropy default ``ignore_index``)."""
@@ -118,25 +118,9 @@ def load_chat_examples(path: str | Path, tokenizer: Any, max_seq_len: int) -> tu
     """
     examples: list[TokenizedExample] = []
     truncated: list[int] = []
-    with open(path, encoding="utf-8-sig") as f:
-        for line_no, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            where = f"{Path(path).name} line {line_no}"
-            try:
-                data = json.loads(raw)
-            except ValueError as exc:
-                raise TrainingDataError(f"{where}: invalid JSON ({exc})") from exc
-            if not isinstance(data, dict):
-                raise TrainingDataError(f"{where}: expected a JSON object")
-            try:
-                example = tokenize_example(data, tokenizer, line_no)
-            except TrainingDataError as exc:
-                raise TrainingDataError(f"{where}: {exc}") from exc
-            except Exception as exc:  # the chat template rejected the conversation (jinja raise_exception)
-                raise TrainingDataError(f"{where}: the chat template failed: {type(exc).__name__}: {exc}") from exc
-            if len(example.input_ids) > max_seq_len:
-                truncated.append(line_no)
-                example = TokenizedExample(example.input_ids[:max_seq_len], example.labels[:max_seq_len], line_no)
-            examples.append(example)
+    for line_no, example in tokenized_lines(path, lambda data, line: tokenize_example(data, tokenizer, line)):
+        if len(example.input_ids) > max_seq_len:
+            truncated.append(line_no)
+            example = TokenizedExample(example.input_ids[:max_seq_len], example.labels[:max_seq_len], line_no)
+        examples.append(example)
     return examples, truncated

@@ -9,13 +9,13 @@ token included. No torch here.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from openft.data.chat_data import IGNORE_INDEX, TokenizedExample, tokenize_example
 from openft.data.chat_messages import TrainingDataError
+from openft.data.jsonl_lines import tokenized_lines
 
 
 @dataclass(frozen=True)
@@ -79,27 +79,9 @@ def load_preference_pairs(path: str | Path, tokenizer: Any, max_seq_len: int) ->
     """
     pairs: list[PreferencePair] = []
     truncated: list[int] = []
-    with open(path, encoding="utf-8-sig") as f:
-        for line_no, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            where = f"{Path(path).name} line {line_no}"
-            try:
-                data = json.loads(raw)
-            except ValueError as exc:
-                raise TrainingDataError(f"{where}: invalid JSON ({exc})") from exc
-            if not isinstance(data, dict):
-                raise TrainingDataError(f"{where}: expected a JSON object")
-            try:
-                pair = tokenize_preference(data, tokenizer, line_no)
-            except TrainingDataError as exc:
-                raise TrainingDataError(f"{where}: {exc}") from exc
-            except Exception as exc:  # the chat template rejected the conversation (jinja raise_exception)
-                raise TrainingDataError(f"{where}: the chat template failed: {type(exc).__name__}: {exc}") from exc
-            if max(len(pair.chosen.input_ids), len(pair.rejected.input_ids)) > max_seq_len:
-                truncated.append(line_no)
-                pair = PreferencePair(
-                    _truncate(pair.chosen, max_seq_len), _truncate(pair.rejected, max_seq_len), line_no
-                )
-            pairs.append(pair)
+    for line_no, pair in tokenized_lines(path, lambda data, line: tokenize_preference(data, tokenizer, line)):
+        if max(len(pair.chosen.input_ids), len(pair.rejected.input_ids)) > max_seq_len:
+            truncated.append(line_no)
+            pair = PreferencePair(_truncate(pair.chosen, max_seq_len), _truncate(pair.rejected, max_seq_len), line_no)
+        pairs.append(pair)
     return pairs, truncated
