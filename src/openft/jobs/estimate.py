@@ -21,16 +21,14 @@ from typing import Any
 from openft.data.chat_messages import TrainingDataError
 from openft.data.tokenize import tokenizer_directory
 from openft.data.validation import FileReport, first_error_message, validate_file
-from openft.errors import InvalidRequest, ModelNotFound
+from openft.errors import InvalidRequest
 from openft.files.service import FileService
 from openft.jobs import hyperparameters, throughput
 from openft.jobs import memory_estimate as mem
 from openft.jobs.estimate_tokens import FileTokens, TemplateTokenizer, count_trained_tokens
-from openft.jobs.lineage import check_continuation, starting_point
-from openft.jobs.reinforcement import check_reinforcement_method
-from openft.jobs.service import JobService, _check_metadata, _requested_method, _storable
+from openft.jobs.service import JobService
 from openft.jobs.spec import FULL_FINE_TUNING_LR_SCALE, MAX_SEQ_LEN_CAP
-from openft.models.catalog import BaseModel, find_base_model
+from openft.models.catalog import BaseModel
 from openft.settings import Settings
 from openft.store import Store
 from openft.tenancy import Principal
@@ -299,22 +297,7 @@ class JobEstimator:
             InvalidRequest: what creating the job would refuse, or what its validation would fail on
                 (the message names the file's line).
         """
-        # The checks of a job create (jobs/service.py), the active-job limit aside: nothing is created.
-        parent = starting_point(self.store, self.settings, principal, params.model)
-        base = parent.weights.base if parent else find_base_model(params.model, self.store.local_models())
-        if base is None:
-            raise ModelNotFound(
-                f"The model `{params.model}` does not exist or you do not have access to it.", param="model"
-            )
-        _check_metadata(params.metadata)
-        if params.suffix is not None and not _storable(params.suffix):
-            raise InvalidRequest("suffix cannot contain NUL characters or unpaired surrogates.", param="suffix")
-        method = _requested_method(params)
-        if parent is not None:
-            check_continuation(method, parent.weights)
-        if method["type"] == "reinforcement":
-            allow = self.settings.allow_unconfined_python_graders
-            check_reinforcement_method(method, params.validation_file, allow_unconfined_python=allow)
+        _, base, method = self.jobs.checked_request(principal, params)  # nothing is created
         training = self._validated(principal, params.training_file, method["type"], "training")
         validation = None
         if params.validation_file:
@@ -323,7 +306,6 @@ class JobEstimator:
         return estimate_files(self.settings, base, method, training, validation, calibrate_from=sample)
 
     def _validated(self, principal: Principal, file_id: str, method: str, purpose: str) -> InputFile:
-        self.jobs._check_training_file(principal, file_id, f"{purpose}_file")
         path = self.files.local_path(self.files.get(principal, file_id))
         report = validate_file(path, method, purpose=purpose, max_examples=self.settings.max_examples_per_file)
         problem = first_error_message(report, file_kind=purpose)

@@ -16,10 +16,10 @@ from openft.errors import InvalidJobState, InvalidRequest, JobNotFound, ModelNot
 from openft.files.service import FileService
 from openft.jobs import hyperparameters
 from openft.jobs import status as st
-from openft.jobs.lineage import check_continuation, starting_point
+from openft.jobs.lineage import Parent, check_continuation, starting_point
 from openft.jobs.reinforcement import check_reinforcement_method
 from openft.jobs.transitions import transition
-from openft.models.catalog import find_base_model
+from openft.models.catalog import BaseModel, find_base_model
 from openft.store import Store
 from openft.store.rows import CheckpointRow, EventRow, JobRow
 from openft.tenancy import Principal
@@ -109,24 +109,7 @@ class JobService:
                 f"This fine-tune request has been rate-limited. Your organization has reached the maximum of "
                 f"{limit} active fine-tuning jobs (validating, queued, running or paused)."
             )
-        parent = starting_point(self.store, self.files.settings, principal, params.model)
-        if parent is None and find_base_model(params.model, self.store.local_models()) is None:
-            raise ModelNotFound(
-                f"The model `{params.model}` does not exist or you do not have access to it.", param="model"
-            )
-        _check_metadata(params.metadata)
-        if params.suffix is not None and not _storable(params.suffix):
-            raise InvalidRequest("suffix cannot contain NUL characters or unpaired surrogates.", param="suffix")
-        method = _requested_method(params)
-        if parent is not None:
-            check_continuation(method, parent.weights)
-        if method["type"] == "reinforcement":
-            allow = self.files.settings.allow_unconfined_python_graders
-            check_reinforcement_method(method, params.validation_file, allow_unconfined_python=allow)
-        _check_early_stopping(method, params.validation_file)
-        self._check_training_file(principal, params.training_file, "training_file")
-        if params.validation_file:
-            self._check_training_file(principal, params.validation_file, "validation_file")
+        parent, _, method = self.checked_request(principal, params)
         seed = params.seed if params.seed is not None else secrets.randbelow(2_147_483_648)
         model_name = ids.fine_tuned_model_name(
             parent.root if parent else params.model,
@@ -161,7 +144,46 @@ class JobService:
         self.store.append_event(job.id, files)
         return job
 
-    def _check_training_file(self, principal: Principal, file_id: str, param: str) -> None:
+    def checked_request(
+        self, principal: Principal, params: JobCreateParams
+    ) -> tuple[Parent | None, BaseModel, dict[str, Any]]:
+        """The checks of a job create that need no job: ``(parent, base model, requested method)``.
+
+        Creating a job and estimating one (``jobs/estimate.py``) both run them, so an estimate refuses
+        exactly what a create would (the active-job limit aside).
+
+        Raises:
+            ModelNotFound: the model is not in the catalog, nor a fine-tuned model or checkpoint the caller
+                may use.
+            InvalidRequest: a file is missing or not for fine-tuning, or an argument is invalid.
+        """
+        parent = starting_point(self.store, self.files.settings, principal, params.model)
+        base = parent.weights.base if parent else find_base_model(params.model, self.store.local_models())
+        if base is None:
+            raise ModelNotFound(
+                f"The model `{params.model}` does not exist or you do not have access to it.", param="model"
+            )
+        _check_metadata(params.metadata)
+        if params.suffix is not None and not _storable(params.suffix):
+            raise InvalidRequest("suffix cannot contain NUL characters or unpaired surrogates.", param="suffix")
+        method = _requested_method(params)
+        if parent is not None:
+            check_continuation(method, parent.weights)
+        if method["type"] == "reinforcement":
+            allow = self.files.settings.allow_unconfined_python_graders
+            check_reinforcement_method(method, params.validation_file, allow_unconfined_python=allow)
+        _check_early_stopping(method, params.validation_file)
+        self.check_input_file(principal, params.training_file, "training_file")
+        if params.validation_file:
+            self.check_input_file(principal, params.validation_file, "validation_file")
+        return parent, base, method
+
+    def check_input_file(self, principal: Principal, file_id: str, param: str) -> None:
+        """The file exists for the caller and has purpose ``fine-tune``.
+
+        Raises:
+            InvalidRequest: it does not.
+        """
         try:
             row = self.files.get(principal, file_id)
         except Exception as exc:
