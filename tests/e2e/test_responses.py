@@ -162,7 +162,11 @@ def test_three_turns_and_stored_items(live_server: LiveServer, trained: tuple[st
 
 def test_stream_helper(live_server: LiveServer, trained: tuple[str, str]) -> None:
     client = live_server.client()
-    with client.responses.stream(model=TINY, input="Hi", text=JSON_OBJECT, max_output_tokens=100) as stream:
+    # The fine-tuned model, greedy: base tiny-chat's greedy JSON is a number that runs to the token limit,
+    # an incomplete response, and the helper's final response needs response.completed.
+    with client.responses.stream(
+        model=trained[0], input="Hi", text=JSON_OBJECT, temperature=0, max_output_tokens=100
+    ) as stream:
         kinds = [event.type for event in stream]
         final = stream.get_final_response()
     assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
