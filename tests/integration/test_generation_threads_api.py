@@ -56,14 +56,16 @@ def test_jobs_and_keys_answer_promptly_while_every_generation_thread_is_busy(set
         sockets = [raw_post(base_url, "/chat/completions", LONG_CHAT, key) for _ in range(LOAD - 4)]
         sockets += [raw_post(base_url, "/chat/completions", {**LONG_CHAT, "stream": True}, key) for _ in range(4)]
         try:
-            wait_for(lambda: threads.busy == 2 and threads.waiting == LOAD - 2, 60, "every generation thread busy")
+            wait_for(lambda: threads.busy == 2 and threads.waiting >= LOAD - 8, 60, "every generation thread busy")
             _, fresh = app.state.keys.create("org-acme", "proj_acme")  # a key whose lookup nothing has cached
             other = OpenAI(base_url=base_url, api_key=fresh, max_retries=0, timeout=60)
             job = timed("create", lambda: client.fine_tuning.jobs.create(model=TINY, training_file=training.id))
             listed = timed("list", lambda: client.fine_tuning.jobs.list(limit=5))
             seen = timed("retrieve with a new key", lambda: other.fine_tuning.jobs.retrieve(job.id))
             cancelled = timed("cancel", lambda: client.fine_tuning.jobs.cancel(job.id))
-            assert _rows(app) == 2 and threads.waiting == LOAD - 2  # still saturated
+            # Still saturated. Not "the same two rows": tiny-chat decodes 950 tokens in a few seconds, so a
+            # running request may end and hand its thread to a queued one while the calls above run.
+            assert threads.busy == 2 and threads.waiting >= LOAD - 8, (threads.busy, threads.waiting)
         finally:
             for sock in sockets:
                 sock.close()
