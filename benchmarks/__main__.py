@@ -40,6 +40,10 @@ SUITE: dict[str, tuple[list[str], list[str]]] = {
         ["estimate_accuracy", "--model", TINY, "--examples", "12", "--epochs", "1", "--batch-size", "2"],
     ),
     "api_latency": (["api_latency"], ["api_latency", "--jobs", "500", "--events", "10000", "--requests", "50"]),
+    "learning_quality": (
+        ["learning_quality", "--variants", "auto"],
+        ["learning_quality", "--smoke"],
+    ),
     "serving": (
         ["serving", "--step-reps", "5"],
         ["serving", "--model", TINY, "--requests", "1", "--max-tokens", "4", "--clients", "2", "--rounds", "1"],
@@ -63,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         module, *rest = SUITE[name][1 if args.smoke else 0]
         extra = ["--results", str(args.results)] if args.results else []
-        if args.models_dir and module in ("train_throughput", "validate_throughput", "serving"):
+        if args.models_dir and module in ("train_throughput", "validate_throughput", "serving", "learning_quality"):
             extra += ["--models-dir", str(args.models_dir)]
         print(f"\n=== {name} ===", flush=True)
         started = time.perf_counter()

@@ -102,3 +102,13 @@ def test_train_throughput(tmp_path: Path, models_dir: Path) -> None:
     assert all(0 < r["mfu"] < 1 for r in record["results"]), (record["results"], record["matmul_peak_gflops"])
     assert record["matmul_peak_gflops"]["bfloat16"]["peak"] > 0
     assert record["headline_ratio"] > 0 and record["ratio_openft_over_trl"] > 0 and record["parameters"] > 0
+
+
+def test_learning_quality(tmp_path: Path, models_dir: Path) -> None:
+    record = run_benchmark("learning_quality", "--smoke", "--models-dir", str(models_dir), results=tmp_path / "r.jsonl")
+    assert record["benchmark"] == "learning_quality" and record["model"] == "openft/tiny-chat"
+    assert set(record["base"]) == {"classify", "tool_call"}
+    (variant,) = record["variants"].values()
+    for task in variant["tasks"].values():
+        assert 0 <= task["score"] <= 1 and task["trained_tokens"] > 0 and task["seconds"] > 0
+        assert task["hyperparameters"]["n_epochs"] == 1 and task["model"].startswith("ft:openft/tiny-chat")
