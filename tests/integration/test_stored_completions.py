@@ -73,6 +73,27 @@ def test_store_list_filter_retrieve_update_delete(client: OpenAI, stored: dict[s
         client.chat.completions.retrieve(stored["unstored"])
 
 
+def test_a_streamed_completion_is_kept_whole_once_its_stream_ends(client: OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model=TINY,
+        messages=[{"role": "user", "content": "Capital of Spain?"}],
+        max_tokens=8,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+        store=True,
+        metadata={"via": "stream"},
+    )
+    chunks = list(stream)
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    usage = next(c.usage for c in chunks if c.usage is not None)
+    kept = client.chat.completions.retrieve(chunks[0].id)
+    assert kept.metadata == {"via": "stream"} and kept.choices[0].message.content == streamed
+    assert kept.choices[0].finish_reason == next(c.choices[0].finish_reason for c in chunks[::-1] if c.choices)
+    assert kept.usage is not None and kept.usage.completion_tokens == usage.completion_tokens > 0
+    assert [c.id for c in client.chat.completions.list(metadata={"via": "stream"})] == [chunks[0].id]
+
+
 def test_bad_metadata_is_400_before_generating(client: OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         _ask(client, "x", store=True, metadata={f"k{i}": "v" for i in range(17)})

@@ -1,8 +1,9 @@
 """/v1/chat/completions and /v1/completions over the serving backend (torch is imported on first use).
 
 * Optional parameters this server does not use (``logit_bias``, ``user``, ``parallel_tool_calls``,
-  ``service_tier``...) are accepted and ignored. ``store: true`` keeps a non-streamed chat completion
-  with its request and ``metadata`` (``api/stored_completions.py``).
+  ``service_tier``...) are accepted and ignored. ``store: true`` keeps a chat completion with its
+  request and ``metadata`` (``api/stored_completions.py``); a streamed one is kept when its stream has
+  run to the end (one that its client left, or that failed, is not).
 * ``response_format``: ``json_object`` constrains decoding to one JSON object; ``json_schema`` constrains
   it to JSON that validates against ``json_schema.schema`` (``serving/schema_constraint.py``; a schema
   it cannot enforce is a 400); ``text`` is the default.
@@ -22,7 +23,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
@@ -37,6 +38,7 @@ from openft.api.generations import GenerationThreads
 from openft.api.inference_streams import chat_events, completion_events, completion_logprobs
 from openft.errors import InvalidRequest
 from openft.serving.backend import Generation, SamplingParams, StreamDelta
+from openft.serving.requests import collect
 from openft.serving.tool_calls import parse_tool_calls
 
 router = APIRouter(prefix="/v1", tags=["inference"])
@@ -155,6 +157,60 @@ def message_from_text(text: str, finish_reason: str, tools_requested: bool) -> t
     return {**message, "content": content, "tool_calls": calls}, "tool_calls"
 
 
+def _chat_answer(
+    cid: str, created: int, model: str, params: SamplingParams, tools_requested: bool, gen: Generation
+) -> dict[str, Any]:
+    """The ``chat.completion`` object of a whole generation."""
+    choices = []
+    for i, c in enumerate(gen.choices):
+        message, finish = message_from_text(c.text, c.finish_reason, tools_requested)
+        logprobs = None if params.logprobs is None else {"content": c.logprobs or [], "refusal": None}
+        choices.append({"index": i, "message": message, "finish_reason": finish, "logprobs": logprobs})
+    return {
+        "id": cid,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": choices,
+        "usage": _usage(gen),
+        "system_fingerprint": None,
+    }
+
+
+class _RecordedDeltas(Iterator[StreamDelta]):
+    """A stream's deltas as they pass, kept to store the whole answer once the stream has run to its end."""
+
+    def __init__(self, deltas: Iterator[StreamDelta]) -> None:
+        self._deltas = deltas
+        self.seen: list[StreamDelta] = []
+        self.finished = False
+
+    def __next__(self) -> StreamDelta:
+        try:
+            delta = next(self._deltas)
+        except StopIteration:
+            self.finished = True
+            raise
+        self.seen.append(delta)
+        return delta
+
+
+async def _stored_after(
+    events: AsyncIterator[str],
+    request: Request,
+    principal: Any,
+    body: ChatCompletionRequest,
+    recorded: _RecordedDeltas,
+    answer: Callable[[Generation], dict[str, Any]],
+    params: SamplingParams,
+) -> AsyncIterator[str]:
+    async for event in events:
+        yield event
+    if recorded.finished and not await request.is_disconnected():
+        whole = answer(collect(iter(recorded.seen), params))
+        await stored_completions.keep(request, principal, body.model_dump(exclude_none=True), whole)
+
+
 def _usage(gen: Generation) -> dict[str, int]:
     return {
         "prompt_tokens": gen.prompt_tokens,
@@ -186,7 +242,7 @@ def _event_stream(events: Any, cancel: threading.Event) -> StreamingResponse:
 async def create_chat_completion(
     request: Request, principal: PrincipalDep, registry: RegistryDep, body: ChatCompletionRequest
 ) -> dict[str, Any] | Response:
-    stored = stored_completions.store_requested(body.model_extra)  # stored when not streamed
+    stored = stored_completions.store_requested(body.model_extra)
     threads = _threads(request)
     served = await threads.run(registry.resolve, principal, body.model)
     params = body.params()
@@ -203,6 +259,7 @@ async def create_chat_completion(
         )
         if deltas is None:
             return Response(status_code=CLIENT_CLOSED)
+        recorded = _RecordedDeltas(deltas) if stored else None
         base = {
             "id": cid,
             "object": "chat.completion.chunk",
@@ -213,33 +270,23 @@ async def create_chat_completion(
         events = chat_events(
             request,
             threads,
-            deltas,
+            recorded or deltas,
             cancel,
             base,
             include_usage=body.include_usage(),
             tools_requested=tools_requested,
             logprobs=params.logprobs is not None,
         )
+        if recorded is not None:
+            whole = functools.partial(_chat_answer, cid, created, body.model, params, tools_requested)
+            events = _stored_after(events, request, principal, body, recorded, whole, params)
         return _event_stream(events, cancel)
     gen: Generation | None = await threads.run_until_disconnect(
         request.receive, functools.partial(backend.chat, served, body.messages, params, tools=body.tools)
     )
     if gen is None:
         return Response(status_code=CLIENT_CLOSED)
-    choices = []
-    for i, c in enumerate(gen.choices):
-        message, finish = message_from_text(c.text, c.finish_reason, tools_requested)
-        logprobs = None if params.logprobs is None else {"content": c.logprobs or [], "refusal": None}
-        choices.append({"index": i, "message": message, "finish_reason": finish, "logprobs": logprobs})
-    answer = {
-        "id": cid,
-        "object": "chat.completion",
-        "created": created,
-        "model": body.model,
-        "choices": choices,
-        "usage": _usage(gen),
-        "system_fingerprint": None,
-    }
+    answer = _chat_answer(cid, created, body.model, params, tools_requested, gen)
     if stored:
         await stored_completions.keep(request, principal, body.model_dump(exclude_none=True), answer)
     return answer
