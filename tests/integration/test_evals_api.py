@@ -15,7 +15,7 @@ from openai import OpenAI
 
 from openft.settings import Settings
 from openft.store import open_store
-from openft.store.evals import EvalStore
+from openft.store.evals import SqlEvals
 
 pytestmark = pytest.mark.integration
 
@@ -212,7 +212,7 @@ def test_file_content_items_not_matching_the_schema_are_400(client: OpenAI) -> N
 def test_cancel_and_delete_runs(client: OpenAI, settings: Settings) -> None:
     created = _eval(client)
     content = _jsonl_content([("a", "a")])
-    store = EvalStore(open_store(settings.sqlalchemy_url, upgrade=False).engine)
+    store = open_store(settings.sqlalchemy_url, upgrade=False).evals
     run = client.evals.runs.create(
         created.id, data_source={"type": "jsonl", "source": {"type": "file_content", "content": content}}
     )
@@ -230,7 +230,7 @@ def test_cancel_and_delete_runs(client: OpenAI, settings: Settings) -> None:
 def test_a_run_is_claimed_once_and_a_stale_one_is_taken_over(client: OpenAI, settings: Settings) -> None:
     from openft.store.evals import IN_PROGRESS, EvalRunRow, OutputItemRow
 
-    store = EvalStore(open_store(settings.sqlalchemy_url, upgrade=False).engine)
+    store = SqlEvals(open_store(settings.sqlalchemy_url, upgrade=False).engine)
     assert store.claim_run("nobody", stale_before=time.time()) is None
     created = _eval(client)
     content = _jsonl_content([("Paris", "Paris"), ("Rome", "Rome"), ("Oslo", "Bergen")])

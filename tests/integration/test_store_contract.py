@@ -4,60 +4,30 @@ What the services above rely on: ids are unique (Conflict), reads are scoped by 
 newest first with cursors, the queue hands out the oldest free job once, compare-and-set writes change
 nothing when their conditions fail, a job change carries its events and webhook outbox rows or nothing,
 a worker's conditional writes stop once it no longer holds the job, and the satellite records (API keys,
-permissions, uploads, webhooks) behave alike.
+permissions, uploads, webhooks) behave alike. Responses, evals and stored completions have their own
+suite, ``test_record_store_contract.py``, on the same fixtures (``tests/store_backends.py``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete
 
 from job_rows import job_row
 from openft.errors import FileNotFound, JobNotFound, NotFound
-from openft.store import Conflict, InMemoryStore, SqlStore, Store, open_store
-from openft.store import schema as s
+from openft.store import Conflict, InMemoryStore, Store, open_store
 from openft.store.base import JobChange, NewEvent, WebhookEvent
 from openft.store.keys import KeyStore
 from openft.store.permissions import PermissionStore
 from openft.store.rows import CheckpointRow, FileRow
 from openft.store.uploads import UploadPartRow, UploadRow
 from openft.store.webhooks import DELIVERED, PENDING, WebhookEndpointNotFound, WebhookEndpointRow
-from postgres_databases import postgres_database
+from store_backends import backend_fixture, store_fixture  # noqa: F401  # every test runs on each backend
 
 pytestmark = pytest.mark.integration
 ORG, OTHER = "org-a", "org-b"
-
-
-@pytest.fixture(scope="module", params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    """One database per backend for the module; each test starts from empty tables (see ``store``)."""
-    if request.param == "memory":
-        yield InMemoryStore()
-        return
-    if request.param == "sqlite":
-        sql = open_store(f"sqlite:///{tmp_path_factory.mktemp('contract') / 'openft.db'}")
-        yield sql
-        sql.engine.dispose()
-        return
-    for url in postgres_database():
-        sql = open_store(url)
-        yield sql
-        sql.engine.dispose()
-
-
-@pytest.fixture
-def store(backend: Store) -> Store:
-    if isinstance(backend, InMemoryStore):
-        return InMemoryStore()
-    assert isinstance(backend, SqlStore)
-    with backend.engine.begin() as conn:
-        for table in reversed(s.metadata.sorted_tables):
-            conn.execute(delete(table))
-    return backend
 
 
 def file_row(file_id: str, *, organization_id: str = ORG, purpose: str = "fine-tune", **extra: object) -> FileRow:

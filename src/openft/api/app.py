@@ -26,11 +26,15 @@ from openft.api.generations import GenerationThreads
 from openft.api.limits import BodySizeLimit, RateLimiter, RejectControlCharacters, body_limit_for
 from openft.api.openapi import install_openapi
 from openft.api.reads import ReadThreads
+from openft.completions.service import CompletionService
+from openft.evals.service import EvalService
 from openft.files.expiry import FileSweeper
 from openft.files.service import FileService
 from openft.files.uploads import UploadService
+from openft.jobs.estimate import JobEstimator
 from openft.jobs.service import JobService
 from openft.jobs.webhook_endpoints import WebhookEndpoints
+from openft.responses.service import ResponseService
 from openft.serving.permissions import CheckpointPermissions
 from openft.serving.registry import ModelRegistry
 from openft.settings import Settings
@@ -90,7 +94,7 @@ def create_app(settings: Settings, *, embedded_worker: bool = True) -> FastAPI:
         if settings.eval_executor:  # every API process runs eval runs on its own serving engine
             from openft.evals.executor import RunExecutor
 
-            runs = RunExecutor(settings, store.engine, file_service, app.state.registry.resolve, app.state.backend)
+            runs = RunExecutor(settings, store, file_service, app.state.registry.resolve, app.state.backend)
             threading.Thread(target=runs.run, args=(stop,), name="openft-eval-runs", daemon=True).start()
         from openft.models.catalog import find_base_model
         from openft.serving import warmup  # the models this home served last, loaded before they are asked for
@@ -129,7 +133,10 @@ def create_app(settings: Settings, *, embedded_worker: bool = True) -> FastAPI:
     app.state.uploads = UploadService(settings, store, file_service)
     app.state.uploads.sweep_expired(force=True)
     app.state.permissions = CheckpointPermissions(store)
-    app.state.responses = response_routes.service(store.engine)
+    app.state.estimates = JobEstimator(settings, file_service, app.state.jobs)
+    app.state.responses = ResponseService(store.responses)
+    app.state.evals = EvalService(settings, store, file_service, app.state.registry.resolve)
+    app.state.completions = CompletionService(store.completions)
     app.state.webhooks = WebhookEndpoints(settings, store)
     install_error_handlers(app)
     for module in (files, fine_tuning, models, inference):

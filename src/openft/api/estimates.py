@@ -8,12 +8,13 @@ wait), never on the event loop, the read threads or a job worker.
 from __future__ import annotations
 
 import functools
+from typing import Annotated
 
 import anyio
 import anyio.to_thread
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
-from openft.api.deps import FilesDep, JobsDep, PrincipalDep, SettingsDep, StoreDep
+from openft.api.deps import PrincipalDep
 from openft.api.json_response import json_response
 from openft.api.openapi import errors
 from openft.jobs.estimate import JobEstimator
@@ -23,6 +24,14 @@ from openft.types.fine_tuning.job_estimate import FineTuningJobEstimate
 ESTIMATE_THREADS = 2
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
+
+
+async def _estimator(request: Request) -> JobEstimator:
+    estimator: JobEstimator = request.app.state.estimates
+    return estimator
+
+
+EstimatorDep = Annotated[JobEstimator, Depends(_estimator)]
 
 
 def _limiter(request: Request) -> anyio.CapacityLimiter:
@@ -36,13 +45,9 @@ def _limiter(request: Request) -> anyio.CapacityLimiter:
 async def estimate_job(
     request: Request,
     principal: PrincipalDep,
-    settings: SettingsDep,
-    store: StoreDep,
-    files: FilesDep,
-    jobs: JobsDep,
+    estimator: EstimatorDep,
     params: JobCreateParams,
 ) -> Response:
     """Validate the files as a job would and estimate its trained tokens, peak memory and running time."""
-    estimator = JobEstimator(settings, store, files, jobs)
     call = functools.partial(estimator.estimate, principal, params)
     return json_response(await anyio.to_thread.run_sync(call, limiter=_limiter(request)))

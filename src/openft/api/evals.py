@@ -14,15 +14,13 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from openft.api.deps import PrincipalDep
 from openft.evals.service import EvalService
 from openft.store.evals import EvalRow, EvalRunRow, OutputItemRow
+from openft.types.shared import list_object
 
 router = APIRouter(prefix="/v1/evals", tags=["evals"])
 
 
-def _service(request: Request) -> EvalService:
-    state = request.app.state
-    if getattr(state, "evals", None) is None:
-        state.evals = EvalService(state.settings, state.store.engine, state.files, state.registry.resolve)
-    evals: EvalService = state.evals
+async def _service(request: Request) -> EvalService:
+    evals: EvalService = request.app.state.evals
     return evals
 
 
@@ -80,16 +78,6 @@ def item_to_wire(row: OutputItemRow) -> dict[str, Any]:
     }
 
 
-def _page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
-    return {
-        "object": "list",
-        "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-        "has_more": has_more,
-    }
-
-
 # Plain ``def`` handlers: checks read the database and the model registry, so FastAPI runs them in its pool.
 @router.post("")
 def create_eval(principal: PrincipalDep, evals: EvalsDep, body: JsonBody) -> dict[str, Any]:
@@ -106,7 +94,7 @@ def list_evals(
     order_by: Literal["created_at", "updated_at"] = "created_at",
 ) -> dict[str, Any]:
     rows, has_more = evals.list_evals(principal, after=after, limit=limit, order=order)
-    return _page([eval_to_wire(r) for r in rows], has_more)
+    return list_object([eval_to_wire(r) for r in rows], has_more)
 
 
 @router.get("/{eval_id}")
@@ -144,7 +132,7 @@ def list_runs(
     status: Literal["queued", "in_progress", "completed", "canceled", "failed"] | None = None,
 ) -> dict[str, Any]:
     rows, has_more = evals.list_runs(principal, eval_id, after=after, limit=limit, order=order, status=status)
-    return _page([run_to_wire(r, str(request.base_url)) for r in rows], has_more)
+    return list_object([run_to_wire(r, str(request.base_url)) for r in rows], has_more)
 
 
 @router.get("/{eval_id}/runs/{run_id}")
@@ -180,7 +168,7 @@ def list_output_items(
     rows, has_more = evals.list_output_items(
         principal, eval_id, run_id, after=after, limit=limit, order=order, status=status
     )
-    return _page([item_to_wire(r) for r in rows], has_more)
+    return list_object([item_to_wire(r) for r in rows], has_more)
 
 
 @router.get("/{eval_id}/runs/{run_id}/output_items/{output_item_id}")

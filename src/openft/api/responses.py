@@ -16,7 +16,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
-from sqlalchemy import Engine
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
@@ -29,17 +28,11 @@ from openft.responses.items import output_items
 from openft.responses.request import ResponseCreateRequest
 from openft.responses.service import ResponseService, Turn, usage
 from openft.serving.backend import Generation, SamplingParams, StreamDelta
-from openft.store.responses import ResponseStore
 
 router = APIRouter(prefix="/v1/responses", tags=["responses"])
 
 _CHAT_PARAMS = {"response_format": "text.format", "max_completion_tokens": "max_output_tokens"}
 """Chat parameters a Responses request sets, by the name the client used."""
-
-
-def service(engine: Engine) -> ResponseService:
-    """The app's response service, on the database of ``engine``."""
-    return ResponseService(ResponseStore(engine))
 
 
 async def _service(request: Request) -> ResponseService:

@@ -23,8 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine
-
 from openft.errors import NotFound, OpenFTError
 from openft.evals import criteria, sources, spec
 from openft.evals.report import summarize
@@ -37,8 +35,8 @@ from openft.graders.service import private_dirs
 from openft.graders.template import TemplateError, make_sample
 from openft.serving.backend import SamplingParams, ServedModel
 from openft.settings import Settings
-from openft.store.completions import CompletionStore
-from openft.store.evals import COMPLETED, FAILED, EvalRow, EvalRunRow, EvalStore, OutputItemRow
+from openft.store import Store
+from openft.store.evals import COMPLETED, FAILED, EvalRecords, EvalRow, EvalRunRow, OutputItemRow
 from openft.tenancy import Principal
 
 log = logging.getLogger(__name__)
@@ -48,7 +46,7 @@ class _Hold:
     """The executor's hold on a run: a heartbeat every ``every`` seconds (with the counts so far) until
     stopped or until a heartbeat finds the run no longer held, which sets :attr:`lost`."""
 
-    def __init__(self, evals: EvalStore, run_id: str, worker_id: str, every: float, stop: threading.Event):
+    def __init__(self, evals: EvalRecords, run_id: str, worker_id: str, every: float, stop: threading.Event):
         self.evals, self.run_id, self.worker_id, self.every = evals, run_id, worker_id, every
         self._shutdown = stop
         self.lost = threading.Event()
@@ -97,16 +95,17 @@ class RunExecutor:
     def __init__(
         self,
         settings: Settings,
-        engine: Engine,
+        store: Store,
         files: FileService,
         resolve: Callable[[Principal, str], ServedModel],
         backend: Callable[[], Any],
     ):
-        """``engine`` is the database's; ``resolve`` the serving registry's ``resolve``; ``backend`` returns the
-        serving backend."""
+        """``store`` holds the runs' queue (``store.evals``) and the stored completions a data source may
+        select (``store.completions``); ``resolve`` is the serving registry's ``resolve``; ``backend``
+        returns the serving backend."""
         self.settings = settings
-        self.evals = EvalStore(engine)
-        self.completions = CompletionStore(engine)
+        self.evals = store.evals
+        self.completions = store.completions
         self.files = files
         self._resolve = resolve
         self._backend = backend

@@ -11,8 +11,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Engine
-
 from openft.errors import InvalidRequest, NotFound
 from openft.evals import sources, spec
 from openft.files.service import FileService
@@ -21,7 +19,8 @@ from openft.graders.service import judge_models
 from openft.graders.spec import parse_grader
 from openft.serving.backend import ServedModel
 from openft.settings import Settings
-from openft.store.evals import QUEUED, EvalRow, EvalRunRow, EvalStore, OutputItemRow
+from openft.store import Store
+from openft.store.evals import QUEUED, EvalRow, EvalRunRow, OutputItemRow
 from openft.tenancy import Principal
 
 
@@ -45,13 +44,14 @@ class EvalService:
     def __init__(
         self,
         settings: Settings,
-        engine: Engine,
+        store: Store,
         files: FileService,
         resolve_model: Callable[[Principal, str], ServedModel],
     ):
-        """``resolve_model`` is the serving registry's ``resolve`` (which models a caller may use)."""
+        """``store`` keeps the evals (``store.evals``); ``resolve_model`` is the serving registry's ``resolve``
+        (which models a caller may use)."""
         self.settings = settings
-        self.evals = EvalStore(engine)
+        self.evals = store.evals
         self.files = files
         self._resolve = resolve_model
 

@@ -30,7 +30,6 @@ from openft.jobs.service import JobService
 from openft.jobs.spec import FULL_FINE_TUNING_LR_SCALE, MAX_SEQ_LEN_CAP
 from openft.models.catalog import BaseModel
 from openft.settings import Settings
-from openft.store import Store
 from openft.tenancy import Principal
 from openft.types.fine_tuning.fine_tuning_job import JobCreateParams
 from openft.types.fine_tuning.job_estimate import FileEstimate, FineTuningJobEstimate
@@ -282,9 +281,8 @@ def _first_lines(path: Path, n: int) -> list[str]:
 class JobEstimator:
     """Estimates jobs for the API: the create checks and file validation a job gets, then :func:`estimate_files`."""
 
-    def __init__(self, settings: Settings, store: Store, files: FileService, jobs: JobService):
+    def __init__(self, settings: Settings, files: FileService, jobs: JobService):
         self.settings = settings
-        self.store = store
         self.files = files
         self.jobs = jobs
 

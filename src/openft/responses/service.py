@@ -15,8 +15,9 @@ from typing import Any, Literal
 
 from openft.responses.items import chat_messages, check_unique_ids, input_items, new_item_id
 from openft.responses.request import ResponseCreateRequest, wire_tools
-from openft.store.responses import ResponseStore
+from openft.store.responses import ResponseRecords
 from openft.tenancy import Principal
+from openft.types.shared import list_object
 
 Status = Literal["in_progress", "completed", "incomplete", "failed"]
 
@@ -120,7 +121,7 @@ def response_object(
 class ResponseService:
     """Responses of each organization: made from requests, stored, read back and deleted."""
 
-    def __init__(self, store: ResponseStore):
+    def __init__(self, store: ResponseRecords):
         self.store = store
 
     def begin(self, principal: Principal, request: ResponseCreateRequest) -> Turn:
@@ -197,10 +198,4 @@ class ResponseService:
         data, has_more = self.store.input_items(
             response_id, principal.organization_id, after=after, limit=limit, order=order
         )
-        return {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": has_more,
-        }
+        return list_object(data, has_more)

@@ -3,8 +3,9 @@
 Two implementations pass one contract suite (``tests/integration/test_store_contract.py``):
 :class:`~openft.store.database.SqlStore` (SQLAlchemy Core on SQLite or PostgreSQL; ``open_store``) and
 :class:`~openft.store.memory.InMemoryStore` (plain dicts under a lock, for unit tests of the layers above).
-Services (``jobs/``, ``files/``, ``serving/``) take a :class:`Store`; nothing outside ``store/`` needs to
-know which one it got.
+Services (``jobs/``, ``files/``, ``serving/``, ``responses/``, ``evals/``, ``completions/``) take a
+:class:`Store` (or one of its small protocols); nothing outside ``store/`` needs to know which one it got,
+nor the SQL engine under it.
 
 What joins the core protocol and what has a protocol of its own:
 
@@ -17,8 +18,13 @@ What joins the core protocol and what has a protocol of its own:
   the memory twins share one state (a job's terminal change writes webhook outbox rows):
   :class:`~openft.store.keys.ApiKeyRecords` (``store.api_keys``),
   :class:`~openft.store.permissions.PermissionRecords` (``store.permissions``),
-  :class:`~openft.store.uploads.UploadRecords` (``store.uploads``) and
-  :class:`~openft.store.webhooks.WebhookRecords` (``store.webhooks``).
+  :class:`~openft.store.uploads.UploadRecords` (``store.uploads``),
+  :class:`~openft.store.webhooks.WebhookRecords` (``store.webhooks``),
+  :class:`~openft.store.responses.ResponseRecords` (``store.responses``: stored Responses API objects),
+  :class:`~openft.store.evals.EvalRecords` (``store.evals``: evals, the eval runs' queue, output items) and
+  :class:`~openft.store.completions.CompletionRecords` (``store.completions``: chat completions stored
+  with ``store: true``). Their memory twins live in ``memory_records.py``, ``memory_evals.py`` and
+  ``memory_answers.py``.
 * **Rate limits** (``rate_limits.py``) implement the ``limits`` library's own ``Storage`` seam, whose
   memory twin is that library's ``MemoryStorage`` (``OPENFT_RATE_LIMIT_STORAGE_URL=memory://``).
 """
@@ -32,8 +38,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from openft.store.rows import CheckpointRow, EventRow, FileRow, JobRow
 
 if TYPE_CHECKING:
+    from openft.store.completions import CompletionRecords
+    from openft.store.evals import EvalRecords
     from openft.store.keys import ApiKeyRecords
     from openft.store.permissions import PermissionRecords
+    from openft.store.responses import ResponseRecords
     from openft.store.uploads import UploadRecords
     from openft.store.webhooks import WebhookRecords
 
@@ -94,6 +103,12 @@ class Store(Protocol):
     def uploads(self) -> UploadRecords: ...
     @property
     def webhooks(self) -> WebhookRecords: ...
+    @property
+    def responses(self) -> ResponseRecords: ...
+    @property
+    def evals(self) -> EvalRecords: ...
+    @property
+    def completions(self) -> CompletionRecords: ...
 
     # -- files ---------------------------------------------------------------------------------
     def insert_file(self, row: FileRow) -> None:

@@ -3,12 +3,15 @@
 Metadata is kept twice: whole on the row (returned as it is) and as key/value rows in
 ``stored_completion_metadata``, so ``metadata[k]=v`` filters are index searches however many
 completions an organization keeps.
+
+Its own small seam, :class:`CompletionRecords` (reached as ``store.completions``): :class:`SqlCompletions`
+here, ``MemoryCompletions`` in ``store/memory_answers.py``.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, Select, delete, exists, insert, select, update
 
@@ -46,6 +49,57 @@ class CompletionFilter:
     created_before: int | None = None
 
 
+def completion_not_found(completion_id: str) -> CompletionNotFound:
+    return CompletionNotFound(f"Chat completion with id '{completion_id}' not found.", param="completion_id")
+
+
+def matches(row: StoredCompletionRow, where: CompletionFilter) -> bool:
+    """Whether ``row`` is one ``where`` selects (its organization aside)."""
+    metadata = row.metadata or {}
+    return (
+        (where.model is None or row.model == where.model)
+        and all(metadata.get(k) == v for k, v in (where.metadata or {}).items())
+        and (where.created_after is None or row.created_at >= where.created_after)
+        and (where.created_before is None or row.created_at <= where.created_before)
+    )
+
+
+class CompletionRecords(Protocol):
+    """Stored chat completions, each scoped by organization."""
+
+    def insert(self, row: StoredCompletionRow) -> None: ...
+
+    def get(self, completion_id: str, organization_id: str) -> StoredCompletionRow:
+        """Raises: CompletionNotFound: absent or another organization's."""
+        ...
+
+    def page(
+        self, organization_id: str, where: CompletionFilter, *, after: str | None, limit: int, order: str
+    ) -> tuple[list[StoredCompletionRow], bool]:
+        """The completions ``where`` selects, oldest first (``order`` ``asc``) or newest first, after the
+        organization's completion ``after`` (an unknown cursor gives the first page); and whether more follow."""
+        ...
+
+    def select(self, organization_id: str, where: CompletionFilter, *, limit: int | None) -> list[StoredCompletionRow]:
+        """The first ``limit`` (all when None) completions ``where`` selects, oldest first (an eval's data
+        source, an export)."""
+        ...
+
+    def update_metadata(
+        self, completion_id: str, organization_id: str, metadata: dict[str, str] | None
+    ) -> StoredCompletionRow:
+        """Replace the completion's metadata; the completion as it is now.
+
+        Raises:
+            CompletionNotFound: as :meth:`get`.
+        """
+        ...
+
+    def delete(self, completion_id: str, organization_id: str) -> None:
+        """Raises: CompletionNotFound: as :meth:`get`."""
+        ...
+
+
 def _row(row: Any) -> StoredCompletionRow:
     names = {f.name for f in fields(StoredCompletionRow)}
     return StoredCompletionRow(**{k: v for k, v in row._mapping.items() if k in names})
@@ -72,8 +126,8 @@ def _filtered(organization_id: str, where: CompletionFilter) -> Select[Any]:
     return query
 
 
-class CompletionStore:
-    """Stored chat completions on the project's database engine."""
+class SqlCompletions:
+    """:class:`CompletionRecords` in the ``stored_completions`` and ``stored_completion_metadata`` tables."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
@@ -84,12 +138,11 @@ class CompletionStore:
             _write_metadata(conn, row.id, row.metadata)
 
     def get(self, completion_id: str, organization_id: str) -> StoredCompletionRow:
-        """Raises CompletionNotFound when absent or another organization's."""
         t = s.stored_completions
         with self.engine.connect() as conn:
             row = conn.execute(select(t).where(t.c.id == completion_id, t.c.organization_id == organization_id)).first()
         if row is None:
-            raise CompletionNotFound(f"Chat completion with id '{completion_id}' not found.", param="completion_id")
+            raise completion_not_found(completion_id)
         return _row(row)
 
     def page(
@@ -109,7 +162,6 @@ class CompletionStore:
         return [_row(r) for r in rows[:limit]], len(rows) > limit
 
     def select(self, organization_id: str, where: CompletionFilter, *, limit: int | None) -> list[StoredCompletionRow]:
-        """The matching completions, oldest first (an eval's data source, an export)."""
         t = s.stored_completions
         query = _filtered(organization_id, where).order_by(t.c.seq.asc())
         if limit is not None:

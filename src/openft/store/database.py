@@ -23,9 +23,12 @@ from openft.store import file_expiry, job_writes
 from openft.store import schema as s
 from openft.store import statements as q
 from openft.store.base import Conflict, JobChange, NewEvent
+from openft.store.completions import SqlCompletions
 from openft.store.engines import create_db_engine
+from openft.store.evals import SqlEvals
 from openft.store.keys import SqlApiKeys
 from openft.store.permissions import SqlPermissions
+from openft.store.responses import SqlResponses
 from openft.store.rows import CheckpointRow, EventRow, FileRow, JobRow
 from openft.store.uploads import SqlUploads
 from openft.store.webhooks import SqlWebhooks
@@ -51,7 +54,8 @@ def _inserting(engine: Engine) -> Iterator[Connection]:
 
 class SqlStore:
     """Files, jobs, events, checkpoints and registered local models in one SQL database, with the satellite
-    records (API keys, permissions, uploads, webhooks) on the same engine."""
+    records (API keys, permissions, uploads, webhooks, responses, evals, stored completions) on the same
+    engine."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
@@ -60,6 +64,9 @@ class SqlStore:
         self.permissions = SqlPermissions(engine)
         self.uploads = SqlUploads(engine)
         self.webhooks = SqlWebhooks(engine)
+        self.responses = SqlResponses(engine)
+        self.evals = SqlEvals(engine)
+        self.completions = SqlCompletions(engine)
 
     # -- files -------------------------------------------------------------------------------
     def insert_file(self, row: FileRow) -> None:

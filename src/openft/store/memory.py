@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 from openft import ids
 from openft.errors import FileNotFound, JobNotFound
 from openft.store.base import Conflict, JobChange, NewEvent
+from openft.store.memory_answers import MemoryCompletions, MemoryResponses
+from openft.store.memory_evals import MemoryEvals
 from openft.store.memory_records import (
     MemoryApiKeys,
     MemoryPermissions,
@@ -58,6 +60,9 @@ class InMemoryStore:
         self.permissions = MemoryPermissions(self.state)
         self.uploads = MemoryUploads(self.state)
         self.webhooks = MemoryWebhooks(self.state)
+        self.responses = MemoryResponses(self.state)
+        self.evals = MemoryEvals(self.state)
+        self.completions = MemoryCompletions(self.state)
         self._local_models: dict[str, str] = {}
 
     @property

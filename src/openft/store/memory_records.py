@@ -1,4 +1,5 @@
-"""The memory twins of the satellite seams: API keys, checkpoint permissions, uploads and webhooks.
+"""The memory twins of the satellite seams: API keys, checkpoint permissions, uploads and webhooks
+(evals in ``memory_evals.py``; responses and stored chat completions in ``memory_answers.py``).
 
 Each keeps its rows in :class:`MemoryState`, the one state an :class:`~openft.store.memory.InMemoryStore`
 shares with them (a job's terminal change writes webhook outbox rows under the same lock), and follows
@@ -13,7 +14,7 @@ import dataclasses
 import itertools
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from openft.store.base import Conflict
@@ -87,6 +88,28 @@ def out(row: R) -> R:
 
 def replace(row: D, **values: Any) -> D:
     return dataclasses.replace(row, **values)
+
+
+def cursor_page(
+    table: Table[R],
+    *,
+    where: Callable[[R], bool],
+    scope: Callable[[R], bool],
+    after: str | None,
+    limit: int,
+    order: str,
+) -> tuple[list[R], bool]:
+    """A page of the rows of ``table`` that pass ``where``: in seq order (``order`` ``asc``) or newest
+    first, after the row named ``after`` when that row is in ``scope`` (another cursor gives the first
+    page, as the SQL twins read a cursor); and whether more follow."""
+    found = table.get(after) if after is not None else None
+    cursor = found[0] if found is not None and scope(found[1]) else None
+    rows = sorted(((seq, row) for seq, row in table.values() if where(row)), key=lambda item: item[0])
+    if order != "asc":
+        rows.reverse()
+    if cursor is not None:
+        rows = [(seq, row) for seq, row in rows if (seq > cursor if order == "asc" else seq < cursor)]
+    return [out(row) for _, row in rows[:limit]], len(rows) > limit
 
 
 class MemoryApiKeys:

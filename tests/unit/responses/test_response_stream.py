@@ -1,5 +1,5 @@
 """api/response_streams.py: the event sequence of a streamed response, from a scripted backend stream,
-stored in a real (in-memory SQLite) response store."""
+stored in the in-memory store (the SQL one passes the same contract suite)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import anyio
-from sqlalchemy import create_engine
-from sqlalchemy.pool import StaticPool
 
 from openft.api.generations import GenerationThreads
 from openft.api.response_streams import response_events
 from openft.responses.request import ResponseCreateRequest
 from openft.responses.service import ResponseService
 from openft.serving.backend import StreamDelta
-from openft.store.responses import ResponseStore
-from openft.store.schema import metadata
+from openft.store import InMemoryStore
 from openft.tenancy import Principal
 
 ME = Principal("org-me")
@@ -32,10 +29,7 @@ class _Connected:
 
 
 def _service() -> ResponseService:
-    # One shared connection: each new connection to "sqlite://" would be a database of its own.
-    engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
-    metadata.create_all(engine)
-    return ResponseService(ResponseStore(engine))
+    return ResponseService(InMemoryStore().responses)
 
 
 def _stream(service: ResponseService, deltas: Iterator[StreamDelta], **request: Any) -> list[dict[str, Any]]:
