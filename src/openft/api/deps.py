@@ -19,18 +19,12 @@ from openft.jobs.webhook_endpoints import WebhookEndpoints
 from openft.serving.permissions import CheckpointPermissions
 from openft.serving.registry import ModelRegistry
 from openft.settings import Settings
-from openft.store import Store
 from openft.tenancy import Principal
 
 
 async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
-
-
-async def _store(request: Request) -> Store:
-    store: Store = request.app.state.store
-    return store
 
 
 async def _files(request: Request) -> FileService:
@@ -69,7 +63,6 @@ async def _webhooks(request: Request) -> WebhookEndpoints:
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
-StoreDep = Annotated[Store, Depends(_store)]
 FilesDep = Annotated[FileService, Depends(_files)]
 JobsDep = Annotated[JobService, Depends(_jobs)]
 RegistryDep = Annotated[ModelRegistry, Depends(_registry)]
