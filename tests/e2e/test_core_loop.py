@@ -160,16 +160,25 @@ def test_checkpoints_are_listed_and_servable(live_server: LiveServer, finished_j
 
 
 def test_same_seed_same_losses(live_server: LiveServer, finished_job: tuple[Any, list[Any]]) -> None:
+    """The same job again, every hyperparameter now an explicit "auto": the concrete values are written
+    back (top level and method), they are those of the job that left them out, and so are the losses."""
     client = live_server.client()
     first, _ = finished_job
+    auto = {"n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto"}
     again = client.fine_tuning.jobs.create(
         model=TINY,
         training_file=first.training_file,
         validation_file=first.validation_file,
         seed=7,
+        method={"type": "supervised", "supervised": {"hyperparameters": auto}},
     )
     again, _ = _wait(client, again.id)
     assert again.status == "succeeded"
+    assert again.method is not None and again.method.supervised is not None
+    for hp in (again.hyperparameters, again.method.supervised.hyperparameters):
+        concrete = (hp.n_epochs, hp.batch_size, hp.learning_rate_multiplier)
+        assert concrete == (first.hyperparameters.n_epochs, first.hyperparameters.batch_size, 1.0)
+        assert all(isinstance(value, int | float) for value in concrete)
     assert _train_losses(client, again.id) == _train_losses(client, first.id)
 
 
