@@ -80,8 +80,13 @@ def start_server(home: Path, port: int) -> subprocess.Popen[bytes]:
         time.sleep(0.3)
 
 
-def train(client: Any, model: str, task: Task, hyperparameters: dict[str, Any], work: Path) -> dict[str, Any]:
-    """Upload the task's training file, run one job to the end; its model, resolved values, tokens, seconds."""
+def train(
+    client: Any, model: str, task: Task, hyperparameters: dict[str, Any], work: Path, deadline: float
+) -> dict[str, Any] | None:
+    """Upload the task's training file, run one job to the end; its model, resolved values, tokens, seconds.
+
+    A job still running at ``deadline`` (``time.monotonic()``) is cancelled: None.
+    """
     path = work / f"{task.name}.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in task.train))
     with path.open("rb") as fh:
@@ -95,6 +100,10 @@ def train(client: Any, model: str, task: Task, hyperparameters: dict[str, Any], 
         suffix=task.name.replace("_", "-"),
     )
     while job.status not in ("succeeded", "failed", "cancelled"):
+        if time.monotonic() > deadline:
+            client.fine_tuning.jobs.cancel(job.id)
+            print(f"  {task.name:<14} cancelled at the time limit", flush=True)
+            return None
         time.sleep(1.0)
         job = client.fine_tuning.jobs.retrieve(job.id)
     seconds = time.perf_counter() - started
@@ -160,11 +169,14 @@ def score(client: Any, model: str, task: Task) -> float:
 
 
 def run_variant(
-    client: Any, model: str, tasks: list[Task], hyperparameters: dict[str, Any], work: Path
+    client: Any, model: str, tasks: list[Task], hyperparameters: dict[str, Any], work: Path, deadline: float
 ) -> dict[str, dict[str, Any]]:
+    """Each task's job and score; a task whose job did not finish before ``deadline`` is left out."""
     out = {}
     for task in tasks:
-        job = train(client, model, task, hyperparameters, work)
+        job = train(client, model, task, hyperparameters, work, deadline) if time.monotonic() < deadline else None
+        if job is None:
+            continue
         started = time.perf_counter()
         job["score"] = round(score(client, job["model"], task), 4)
         job["score_seconds"] = round(time.perf_counter() - started, 1)
@@ -176,11 +188,21 @@ def run_variant(
 def print_table(tasks: list[Task], base: dict[str, float], variants: dict[str, dict[str, dict[str, Any]]]) -> None:
     names = list(variants)
     print(f"\n{'task':<14}{'base':>8}" + "".join(f"{n:>14}" for n in names))
+
+    def cell(scores: dict[str, Any], name: str, width: int) -> str:
+        value = scores.get(name)
+        return f"{value:>{width}.3f}" if value is not None else f"{'-':>{width}}"
+
     for task in tasks:
-        row = "".join(f"{variants[n][task.name]['score']:>14.3f}" for n in names)
-        print(f"{task.name:<14}{base[task.name]:>8.3f}{row}")
-    means = "".join(f"{statistics.mean(v[t.name]['score'] for t in tasks):>14.3f}" for v in variants.values())
-    print(f"{'mean':<14}{statistics.mean(base.values()):>8.3f}{means}")
+        row = "".join(cell({k: r["score"] for k, r in variants[n].items()}, task.name, 14) for n in names)
+        print(f"{task.name:<14}{cell(base, task.name, 8)}{row}")
+    print("(a dash: not measured within --time-limit; means are over the tasks measured)")
+    means = "".join(f"{mean_score(v):>14.3f}" for v in variants.values())
+    print(f"{'mean':<14}{statistics.mean(base.values()) if base else float('nan'):>8.3f}{means}")
+
+
+def mean_score(results: dict[str, dict[str, Any]]) -> float:
+    return statistics.mean(r["score"] for r in results.values()) if results else float("nan")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -193,6 +215,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--test-examples", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-base", action="store_true", help="do not score the base model")
+    parser.add_argument(
+        "--time-limit", type=float, default=None, help="seconds: jobs still running then are cancelled, tasks left out"
+    )
     parser.add_argument("--models-dir", type=Path, default=None, help="a model cache to reuse (symlinked)")
     parser.add_argument("--results", type=Path, default=None, help="append here instead of benchmarks/results.jsonl")
     parser.add_argument("--smoke", action="store_true", help="tiny-chat, two tasks, a few examples: checks it runs")
@@ -219,23 +244,26 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     process = start_server(home, port)
     started = time.perf_counter()
+    deadline = time.monotonic() + (args.time_limit if args.time_limit is not None else float("inf"))
     try:
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="local", max_retries=0, timeout=900)
         base: dict[str, float] = {}
         if not args.skip_base:
             for task in tasks:
+                if time.monotonic() > deadline:
+                    break
                 base[task.name] = round(score(client, args.model, task), 4)
                 print(f"base {task.name:<14} {base[task.name]:.2f}", flush=True)
         results = {}
         for name, hyperparameters in variants.items():
             print(f"variant {name}: {hyperparameters or 'all auto'}", flush=True)
-            results[name] = run_variant(client, args.model, tasks, hyperparameters, home)
+            results[name] = run_variant(client, args.model, tasks, hyperparameters, home, deadline)
     finally:
         process.terminate()
         process.wait(timeout=60)
     seconds = time.perf_counter() - started
     print(f"model {args.model}, seed {args.seed}, CPU {cpu_model_name()}, load {os.getloadavg()[0]:.1f}")
-    print_table(tasks, base or {t.name: float("nan") for t in tasks}, results)
+    print_table(tasks, base, results)
     append_result(
         {
             "benchmark": "learning_quality",
@@ -247,12 +275,13 @@ def main(argv: list[str] | None = None) -> int:
             "variants": {
                 name: {
                     "requested": variants[name],
-                    "mean": round(statistics.mean(r["score"] for r in v.values()), 4),
+                    "mean": round(mean_score(v), 4),
                     "tasks": v,
                 }
                 for name, v in results.items()
             },
             "seconds": round(seconds, 1),
+            "time_limit": args.time_limit,
         },
         args.results,
     )
