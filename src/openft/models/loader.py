@@ -1,11 +1,16 @@
 """Load a catalog base model with transformers, offline (imports torch: training and serving only).
 
 GGUF weights are de-quantized once (about 15-25 s for SmolLM2-135M) and cached as safetensors
-under ``$OPENFT_HOME/models``, so later loads take about a second.
+under ``$OPENFT_HOME/models``, so later loads take about a second. The cached directory records the
+fingerprint of the GGUF it came from (``gguf_fingerprint``: size, modification time and a hash of the
+file's first MiBs, where its metadata and tensor index are); a GGUF that changed (a new wheel) is
+converted again, and the new directory replaces the old one atomically.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -24,7 +29,30 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
-def _convert_gguf(gguf_file: Path, target: Path) -> None:
+SOURCE_STAMP = "openft-source.json"
+"""The file in a converted model directory that names the fingerprint of its GGUF."""
+
+
+def gguf_fingerprint(gguf_file: Path) -> str:
+    """Identifies a GGUF file's contents without reading its weights: size, mtime, first 4 MiB."""
+    stat = gguf_file.stat()
+    digest = hashlib.sha256(f"{stat.st_size}:{stat.st_mtime_ns}:".encode())
+    with gguf_file.open("rb") as f:
+        digest.update(f.read(4 << 20))
+    return digest.hexdigest()[:32]
+
+
+def _converted_from(directory: Path) -> str | None:
+    """The fingerprint a converted directory records (None: none, or no conversion there)."""
+    try:
+        stamp = json.loads((directory / SOURCE_STAMP).read_text())
+    except (OSError, ValueError):
+        return None
+    return stamp.get("fingerprint") if isinstance(stamp, dict) else None
+
+
+def _convert_gguf(gguf_file: Path, target: Path, fingerprint: str) -> None:
+    """De-quantize ``gguf_file`` into ``target``: written beside it, then renamed into place."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -41,13 +69,27 @@ def _convert_gguf(gguf_file: Path, target: Path) -> None:
             del model.config.quantization_config
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
+        (tmp / SOURCE_STAMP).write_text(json.dumps({"gguf": str(gguf_file), "fingerprint": fingerprint}))
+        _replace_directory(tmp, target)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+
+def _replace_directory(new: Path, target: Path) -> None:
+    """Move ``new`` to ``target``; a stale ``target`` is moved aside first. Losing a race to another
+    process converting the same file leaves its directory in place (``new`` is then removed by the caller)."""
+    if target.exists():
+        stale = Path(tempfile.mkdtemp(prefix=".stale-", dir=target.parent))
+        try:
+            os.rename(target, stale / "old")
+        except OSError:
+            pass  # another process moved it first
+        finally:
+            shutil.rmtree(stale, ignore_errors=True)
+    try:
+        os.rename(new, target)
+    except OSError:
+        pass
 
 
 def model_directory(base: BaseModel, models_dir: Path) -> Path:
@@ -59,8 +101,9 @@ def model_directory(base: BaseModel, models_dir: Path) -> Path:
     if base.source == "gguf":
         assert base.path is not None
         target = models_dir / base.cache_name
-        if not (target / "config.json").exists():
-            _convert_gguf(Path(base.path), target)
+        fingerprint = gguf_fingerprint(Path(base.path))
+        if _converted_from(target) != fingerprint or not (target / "config.json").exists():
+            _convert_gguf(Path(base.path), target, fingerprint)
         return target
     assert base.path is not None
     return Path(base.path)
