@@ -1,15 +1,15 @@
-"""CPU decoding speed: transformers' forward (the plain path) against the lean forward, in one run.
+"""CPU decoding speed: transformers' forward (the plain path) against the lean forward, and llama.cpp.
 
 Run from the repository root::
 
     .venv/bin/python benchmarks/decode_speed.py [--model HuggingFaceTB/SmolLM2-135M-Instruct] [--requests 3]
         [--max-tokens 128] [--clients 8] [--modes plain,fast,fast-bf16,fast-int8] [--threads N]
-        [--models-dir DIR] [--no-cold-start]
+        [--models-dir DIR] [--no-cold-start] [--llama-python PY [--gguf FILE] [--llama-threads N]]
 
-Everything but the cold start runs in one process, one ``HFBackend`` per decode mode
-(``OPENFT_SERVING_DECODE``: ``plain`` is the path served before, ``fast`` the lean forward on fp32
-weights, ``fast-bf16``/``fast-int8`` on converted weights; ``auto`` on CPU is ``fast-int8`` for
-SmolLM2), all on the same prompts, greedy:
+Everything but the cold start and llama.cpp runs in one process, one ``HFBackend`` per decode mode
+(``OPENFT_SERVING_DECODE``: ``plain`` is transformers' forward, ``fast`` the lean forward on fp32
+weights, what ``auto`` picks on CPU; ``fast-bf16``/``fast-int8`` the same on converted weights), all
+on the same prompts, greedy:
 
 1. Single stream: ``--requests`` streamed chat requests per mode of ``--max-tokens`` new tokens, the
    modes interleaved (machine noise hits them alike) after one warm-up each. TTFT = until the first
@@ -19,20 +19,25 @@ SmolLM2), all on the same prompts, greedy:
 2. Concurrency: ``--clients`` threads each streaming one request, spread round-robin over four LoRA
    adapters of the base (made for the run, as ``benchmarks/serving.py`` makes them), for ``plain``
    and the last mode; aggregate tok/s = completion tokens / wall time.
-3. Cold start (unless ``--no-cold-start``): ``openft serve`` on a fresh home whose model cache is
-   ``--models-dir`` (converted once, as any earlier run leaves it) and ``OPENFT_SERVING_PRELOAD`` naming
-   the model (what ``recent`` does on a home that served it before); the seconds from ``/health``
-   answering to the first SmolLM2 answer through the official client.
+3. Cold start (unless ``--no-cold-start``): ``openft serve`` on an empty home (the GGUF converted on
+   the first request), then the same home restarted (the conversion cached, the model preloaded by
+   the default ``OPENFT_SERVING_PRELOAD=recent``); for each, the seconds to ``/health`` and from
+   there to the first SmolLM2 answer through the official client.
+4. llama.cpp, when ``--llama-python`` names a Python that has ``llama-cpp-python`` (it has no wheel
+   for this platform and builds from source in over 25 minutes here, so it lives in an environment
+   of its own, e.g. ``python -m venv /tmp/llama && /tmp/llama/bin/pip install llama-cpp-python``):
+   the catalog's GGUF (or ``--gguf``) on ``--llama-threads`` threads, the same story prompt, greedy,
+   ``--clients`` requests one after another (median decode tok/s and TTFT, and the sequential
+   throughput that the concurrency figure is compared with). Without it the line carries the
+   figures measured earlier on the 2-core EPYC (Q4_1, 2 threads: ~134 tok/s, 9 ms TTFT).
 
-llama.cpp (llama-cpp-python) is measured when it is importable with a GGUF at ``--gguf``; it has no
-wheel for this platform and building it takes longer than the benchmark, so otherwise the line says
-so and carries the figures measured on the 2-core machine (Q4_1, 2 threads: ~134 tok/s, 9 ms TTFT)
-for reference. Prints a table and appends a JSON line to ``benchmarks/results.jsonl``.
+Prints a table and appends a JSON line to ``benchmarks/results.jsonl``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -92,68 +97,105 @@ def single_stream(backends: dict[str, HFBackend], model: ServedModel, requests: 
     return out
 
 
-def cold_start(models_dir: Path, model_id: str) -> dict[str, Any]:
-    """Seconds from a fresh server's ``/health`` to its first answer (the model cache already filled)."""
+def _first_answer(home: Path, env: dict[str, str], model_id: str, log: Path) -> dict[str, float]:
+    """Start ``openft serve`` on ``home``; seconds to ``/health`` and from it to the first answer."""
     import httpx
     from openai import OpenAI
 
-    with tempfile.TemporaryDirectory() as home:
-        (Path(home) / "models").symlink_to(models_dir.resolve())
-        with __import__("socket").socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        env = {**os.environ, "OPENFT_HOME": home, "OPENFT_SERVING_PRELOAD": model_id}
-        started = time.perf_counter()
+    with __import__("socket").socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.perf_counter()
+    with log.open("ab") as out:
         server = subprocess.Popen(
             [sys.executable, "-m", "openft", "serve", "--no-worker", "--port", str(port)],
             cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            env={**os.environ, **env, "OPENFT_HOME": str(home)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
-        try:
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.perf_counter() - started > 120:
-                    raise RuntimeError("the server did not answer /health within 120 s")
-                time.sleep(0.05)
-            ready = time.perf_counter()
-            client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="local", timeout=300)
-            client.chat.completions.create(
-                model=model_id, messages=[{"role": "user", "content": "Hi"}], max_tokens=16, temperature=0
-            )
-            answered = time.perf_counter()
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
+    try:
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.perf_counter() - started > 300:
+                raise RuntimeError(f"the server did not answer /health (its log: {log})")
+            time.sleep(0.05)
+        ready = time.perf_counter()
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="local", timeout=600)
+        client.chat.completions.create(
+            model=model_id, messages=[{"role": "user", "content": "Hi"}], max_tokens=16, temperature=0
+        )
+        answered = time.perf_counter()
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
     return {"health_s": round(ready - started, 2), "first_answer_after_health_s": round(answered - ready, 2)}
 
 
-def llama_cpp(gguf: Path | None, max_tokens: int) -> dict[str, Any]:
-    try:
-        import llama_cpp  # type: ignore[import-not-found]  # optional, no wheel here
-    except ImportError:
+def cold_start(model_id: str) -> dict[str, Any]:
+    """A server's first answer on a fresh home, then on the same home restarted.
+
+    ``fresh``: an empty home and model cache, as a first install has (the GGUF is converted on the
+    first request, and nothing is preloaded: the home has served nothing). ``restarted``: the same
+    home started again with the default ``OPENFT_SERVING_PRELOAD=recent``, which loads the model it
+    served before as the server starts (the conversion cached).
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        home, log = Path(tmp) / "home", Path(tmp) / "server.log"
+        env = {"OPENFT_SERVING_PRELOAD": "recent"}
+        try:
+            return {
+                "fresh": _first_answer(home, env, model_id, log),
+                "restarted": _first_answer(home, env, model_id, log),
+            }
+        except Exception:
+            print(log.read_text(errors="replace")[-4000:], file=sys.stderr)
+            raise
+
+
+LLAMA_CPP_RUN = """
+import json, sys, time, llama_cpp
+path, prompt, max_tokens, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+llm = llama_cpp.Llama(model_path=path, n_threads=threads, n_ctx=2048, verbose=False)
+messages = [{"role": "user", "content": prompt}]
+for _ in llm.create_chat_completion(messages, max_tokens=4, stream=True):
+    pass  # warm-up, as the openft modes get one
+runs = []
+for _ in range(int(sys.argv[5])):
+    started, first, tokens = time.perf_counter(), 0.0, 0
+    for chunk in llm.create_chat_completion(messages, max_tokens=max_tokens, temperature=0, stream=True):
+        if chunk["choices"][0]["delta"].get("content"):
+            tokens += 1
+            first = first or time.perf_counter()
+    ended = time.perf_counter()
+    runs.append({"decode_tok_s": (tokens - 1) / (ended - first), "ttft_ms": (first - started) * 1000,
+                 "tokens": tokens, "seconds": ended - started})
+sequential = sum(r["tokens"] for r in runs) / sum(r["seconds"] for r in runs)
+runs.sort(key=lambda r: r["decode_tok_s"])
+print(json.dumps({**runs[len(runs) // 2], "sequential_tok_s": sequential, "requests": len(runs)}))
+"""
+
+
+def llama_cpp(python: str | None, gguf: Path | None, max_tokens: int, threads: int, requests: int) -> dict[str, Any]:
+    """llama.cpp's single-stream decode and TTFT on ``gguf``, run by ``python`` (an environment that has
+    ``llama-cpp-python``: it has no wheel here and builds from source, so it is not a dependency)."""
+    if python is None:
         return {
             "measured": False,
-            "why": "llama-cpp-python is not installed: no wheel for this platform, and building it from "
-            "source takes longer than this benchmark",
+            "why": "no --llama-python: llama-cpp-python has no wheel for this platform and builds from "
+            "source (over 25 minutes on the 2-core machine)",
             "reported_on_this_machine": LLAMA_CPP_REPORTED,
         }
     if gguf is None:
         return {"measured": False, "why": "no --gguf given", "reported_on_this_machine": LLAMA_CPP_REPORTED}
-    llm = llama_cpp.Llama(model_path=str(gguf), n_threads=os.cpu_count(), verbose=False)
-    started = time.perf_counter()
-    first = 0.0
-    tokens = 0
-    for _ in llm.create_chat_completion([{"role": "user", "content": STORY}], max_tokens=max_tokens, stream=True):
-        tokens += 1
-        first = first or time.perf_counter()
-    ended = time.perf_counter()
-    return {"measured": True, "decode_tok_s": (tokens - 1) / (ended - first), "ttft_ms": (first - started) * 1000}
+    args = [python, "-c", LLAMA_CPP_RUN, str(gguf), STORY, str(max_tokens), str(threads), str(requests)]
+    out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=1800)
+    measured = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"measured": True, **{k: round(v, 2) for k, v in measured.items()}, "gguf": gguf.name, "threads": threads}
 
 
 def main() -> None:
@@ -165,7 +207,11 @@ def main() -> None:
     parser.add_argument("--modes", default="plain,fast,fast-bf16,fast-int8")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--models-dir", type=Path, default=Path.home() / ".openft" / "models")
-    parser.add_argument("--gguf", type=Path, default=None, help="a GGUF of the model, for llama.cpp")
+    parser.add_argument(
+        "--gguf", type=Path, default=None, help="the model's GGUF for llama.cpp (default: the catalog's)"
+    )
+    parser.add_argument("--llama-python", default=None, help="a Python that has llama-cpp-python installed")
+    parser.add_argument("--llama-threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--no-cold-start", action="store_true")
     parser.add_argument("--results", type=Path, default=None, help="append here instead of benchmarks/results.jsonl")
     args = parser.parse_args()
@@ -185,8 +231,9 @@ def main() -> None:
                 for m in tuned:  # load every adapter before the clock starts
                     one_request(backends[mode], m, PROMPTS[0], 2)
                 many[mode] = concurrent(backends[mode], tuned, args.clients, 1, args.max_tokens)
-    cold = None if args.no_cold_start else cold_start(args.models_dir, base.id)
-    reference = llama_cpp(args.gguf, args.max_tokens)
+    cold = None if args.no_cold_start else cold_start(base.id)
+    gguf = args.gguf or (Path(base.path) if base.source == "gguf" and base.path else None)
+    reference = llama_cpp(args.llama_python, gguf, args.max_tokens, args.llama_threads, args.clients)
 
     print(f"{args.model}, greedy, {args.max_tokens} new tokens, CPU: see the results line")
     for mode, s in single.items():
@@ -198,11 +245,9 @@ def main() -> None:
         for mode in single:
             ratio = single[mode]["decode_tok_s"] / max(single["plain"]["decode_tok_s"], 1e-9)
             print(f"  {mode:10s} single-stream speed-up over plain: {ratio:.2f}x")
-    if cold:
-        print(
-            f"  cold start: /health after {cold['health_s']} s,"
-            f" first answer {cold['first_answer_after_health_s']} s later"
-        )
+    for name, c in (cold or {}).items():
+        after = c["first_answer_after_health_s"]
+        print(f"  cold start, {name} home: /health after {c['health_s']} s, first answer {after} s later")
     print(f"  llama.cpp: {reference}")
     append_result(
         {

