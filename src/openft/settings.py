@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     serving_max_batch_rows: int = 32
     """Most answers (choices) one base model decodes at once; later requests wait for a free row."""
 
+    serving_background_rows_with_live: int = Field(default=2, ge=1)
+    """Most rows of background work (eval run items) a base model decodes while live requests (chat,
+    completions, responses) decode or wait beside them; alone, background work may fill the batch."""
+
     serving_model_budget_mb: float | None = Field(default=None, gt=0)
     """Most megabytes of models kept loaded in a serving process (each counted as its parameter and
     buffer bytes plus its adapters' weights); beyond it the least recently used idle base model or full
@@ -111,8 +115,8 @@ class Settings(BaseSettings):
     they are refused with a 400. ``openft serve`` and ``openft worker`` log a warning when this applies."""
 
     eval_run_concurrency: int = Field(default=8, ge=1, le=256)
-    """Items of one eval run answered (and graded) at once, so the serving engine batches them while
-    live chat requests still find room in its batches (``serving_max_batch_rows``)."""
+    """Items of one eval run answered (and graded) at once, so the serving engine batches them; while
+    live requests decode, only ``serving_background_rows_with_live`` of them do."""
 
     eval_executor: bool = True
     """Each API process claims and executes queued eval runs in a background thread."""

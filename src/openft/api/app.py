@@ -65,6 +65,7 @@ class _LazyBackend:
                     max_adapters=settings.serving_max_adapters,
                     batch_window_ms=settings.serving_batch_window_ms,
                     max_batch_rows=settings.serving_max_batch_rows,
+                    background_rows_with_live=settings.serving_background_rows_with_live,
                     model_budget_mb=settings.serving_model_budget_mb,
                     decode=settings.serving_decode,
                     home=settings.home,

@@ -155,7 +155,7 @@ class RunExecutor:
                 self.evals.finish_run(row.id, self.worker_id, FAILED, error=error)
                 return None
         context = GraderContext(
-            judge=ServingJudge(self._resolve, self._backend, principal),
+            judge=ServingJudge(self._resolve, self._backend, principal, background=True),
             embedder=available_embedder(),
             hide=private_dirs(self.settings),
             limits=self.limits,
@@ -222,7 +222,7 @@ class RunExecutor:
             except TemplateError as exc:
                 return self._item_row(run, source_item, _error_sample(run, str(exc)), [], "error")
             try:
-                generation = self._backend().chat(run.served, chat, run.params, cancel=run.hold.lost)
+                generation = self._backend().chat(run.served, chat, run.params, cancel=run.hold.lost, background=True)
             except OpenFTError as exc:
                 return self._item_row(run, source_item, _error_sample(run, exc.message, chat), [], "error")
             text = generation.choices[0].text

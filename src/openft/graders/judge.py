@@ -42,14 +42,23 @@ class Judge(Protocol):
 class ServingJudge:
     """A ``Judge`` over the serving registry and backend, on behalf of ``principal``."""
 
-    def __init__(self, resolve: Callable[[Principal, str], Any], backend: Callable[[], Any], principal: Principal):
+    def __init__(
+        self,
+        resolve: Callable[[Principal, str], Any],
+        backend: Callable[[], Any],
+        principal: Principal,
+        *,
+        background: bool = False,
+    ):
+        """``background``: the judge grades work nobody waits on token by token (an eval run)."""
         self._resolve = resolve
         self._backend = backend
         self._principal = principal
+        self._background = background
 
     def __call__(self, model: str, messages: list[dict[str, str]], params: SamplingParams) -> JudgeReply:
         served = self._resolve(self._principal, model)
-        generation = self._backend().chat(served, messages, params)
+        generation = self._backend().chat(served, messages, params, background=self._background)
         return JudgeReply(
             text=generation.choices[0].text,
             model=served.id,

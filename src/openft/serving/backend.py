@@ -120,9 +120,11 @@ class Backend(Protocol):
         *,
         tools: list[dict[str, Any]] | None = None,
         cancel: threading.Event | None = None,
+        background: bool = False,
     ) -> Generation:
         """The whole answer. Setting ``cancel`` stops generating within about one token (the answer is
-        then cut short), as a client that goes away should."""
+        then cut short), as a client that goes away should. ``background`` work (an eval run's items)
+        yields the batch to live requests (see ``serving/engine.py``)."""
         ...
 
     def stream_chat(
@@ -133,6 +135,7 @@ class Backend(Protocol):
         *,
         tools: list[dict[str, Any]] | None = None,
         cancel: threading.Event | None = None,
+        background: bool = False,
     ) -> Iterator[StreamDelta]:
         """``chat`` as it is generated: ``StreamDelta`` items, the last one with ``usage``.
 

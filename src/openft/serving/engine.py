@@ -71,10 +71,13 @@ class _Command:
 class BatchEngine:
     """Decodes every request of one loaded base model in shared batches (see the module docstring)."""
 
-    def __init__(self, loaded: LoadedBase, *, window_s: float = 0.005, max_rows: int = 32) -> None:
+    def __init__(
+        self, loaded: LoadedBase, *, window_s: float = 0.005, max_rows: int = 32, background_rows_with_live: int = 2
+    ) -> None:
         self.loaded = loaded
         self.window_s = window_s
         self.max_rows = max_rows
+        self.background_rows_with_live = background_rows_with_live
         self._inbox: queue.SimpleQueue[Request | _Command] = queue.SimpleQueue()
         self._backlog: deque[Request] = deque()
         self._rows: list[_Row] = []
@@ -208,16 +211,31 @@ class BatchEngine:
             arrivals.append(item)
 
     def _admit(self) -> None:
-        """Prefill the backlog's requests that fit, and add their rows to the batch."""
+        """Prefill the backlog's requests that fit, and add their rows to the batch.
+
+        Live requests go first; background ones (eval runs) fill what is left, but while any live row
+        decodes or waits, at most ``background_rows_with_live`` background rows decode beside it: each row
+        slows every step on a CPU, and each admission's prefill stalls the batch, so a big run would
+        otherwise multiply a chat's latency. Background rows already decoding finish; nothing is preempted.
+        """
         if self._rows and not batch_cache.joinable(self._cache):
             return
+        if any(r.background for r in self._backlog):
+            self._backlog = deque(sorted(self._backlog, key=lambda r: r.background))  # stable: FIFO within each
+        live = any(not r.request.background for r in self._rows) or any(not r.background for r in self._backlog)
+        background_room = self.background_rows_with_live if live else self.max_rows
+        background_room -= sum(1 for r in self._rows if r.request.background)
         chosen: list[tuple[Request, str | None]] = []
         rows = len(self._rows)
         while self._backlog and rows + self._backlog[0].params.n <= max(self.max_rows, self._backlog[0].params.n):
+            if self._backlog[0].background and self._backlog[0].params.n > background_room:
+                break  # only background requests are left behind it
             request = self._backlog.popleft()
             if request.cancel.is_set():
                 self._end(request)
                 continue
+            if request.background:
+                background_room -= request.params.n
             pinned = {r.request.served.id for r in self._rows} | {r.served.id for r, _ in chosen}
             try:
                 adapter = self.loaded.ensure_adapter(request.served, pinned)

@@ -49,6 +49,7 @@ class HFBackend:
             used idle models are unloaded beyond it. None: half the memory of the serving device.
         batch_window_ms: How long an idle engine waits for more requests to prefill together.
         max_batch_rows: Most rows (choices) decoded together per base model.
+        background_rows_with_live: Most rows of background requests decoded beside live ones.
         decode: Which forward pass decodes: ``auto``, ``plain``, ``fast``, ``fast-bf16`` or
             ``fast-int8`` (``pool.decode_plan``).
         home: Where the base models served are recorded for ``warmup`` (None: nowhere).
@@ -64,6 +65,7 @@ class HFBackend:
         max_adapters: int = 64,
         batch_window_ms: float = 5,
         max_batch_rows: int = 32,
+        background_rows_with_live: int = 2,
         model_budget_mb: float | None = None,
         decode: str = "auto",
         home: Path | None = None,
@@ -81,6 +83,7 @@ class HFBackend:
         )
         self.window_s = batch_window_ms / 1000
         self.max_rows = max_batch_rows
+        self.background_rows_with_live = background_rows_with_live
         self._engines: dict[str, BatchEngine] = {}
         self._guard = threading.Lock()
 
@@ -109,10 +112,12 @@ class HFBackend:
         *,
         tools: list[dict[str, Any]] | None = None,
         cancel: threading.Event | None = None,
+        background: bool = False,
     ) -> Generation:
         """Answer ``messages`` (OpenAI chat format) through the model's chat template.
 
         Setting ``cancel`` stops generating within about one token; the answer is then cut short.
+        ``background`` work yields the batch to live requests (``BatchEngine``).
 
         Raises:
             InvalidRequest: Bad sampling parameters, unsupported content, a template that rejects the
@@ -120,7 +125,8 @@ class HFBackend:
             ModelNotFound: The model's adapter directory has no adapter in it.
             OpenFTError: The base model or the adapter could not be loaded.
         """
-        return collect(self.stream_chat(model, messages, params, tools=tools, cancel=cancel), params)
+        stream = self.stream_chat(model, messages, params, tools=tools, cancel=cancel, background=background)
+        return collect(stream, params)
 
     def stream_chat(
         self,
@@ -130,6 +136,7 @@ class HFBackend:
         *,
         tools: list[dict[str, Any]] | None = None,
         cancel: threading.Event | None = None,
+        background: bool = False,
     ) -> Iterator[StreamDelta]:
         """``chat`` as it is generated; raises what ``chat`` raises, up front.
 
@@ -137,7 +144,8 @@ class HFBackend:
         step; the iterator then ends without ``usage``.
         """
         check_params(params)
-        return self._start(model, params, "messages", cancel, lambda t: chat_prompt_ids(t, model.id, messages, tools))
+        prompt = functools.partial(chat_prompt_ids, model_id=model.id, messages=messages, tools=tools)
+        return self._start(model, params, "messages", cancel, prompt, background=background)
 
     def complete(
         self, model: ServedModel, prompt: str, params: SamplingParams, *, cancel: threading.Event | None = None
@@ -221,7 +229,12 @@ class HFBackend:
             if engine is None or engine.loaded is not loaded:
                 if not self.pool.holds(loaded):  # no engine for a model ``_retire`` would never stop
                     raise ModelNotFound("The model was unloaded.", param="model")
-                engine = BatchEngine(loaded, window_s=self.window_s, max_rows=self.max_rows)
+                engine = BatchEngine(
+                    loaded,
+                    window_s=self.window_s,
+                    max_rows=self.max_rows,
+                    background_rows_with_live=self.background_rows_with_live,
+                )
                 self._engines[loaded.base.id] = engine
             return engine
 
@@ -241,6 +254,8 @@ class HFBackend:
         prompt_param: str,
         cancel: threading.Event | None,
         prompt_ids: Callable[[Any], list[int]],
+        *,
+        background: bool = False,
     ) -> Iterator[StreamDelta]:
         """Tokenize and check the request, then hand it to its model's engine once admitted into a batch.
 
@@ -267,6 +282,7 @@ class HFBackend:
             grammar=grammar,
             cancel=cancel if cancel is not None else threading.Event(),
             on_end=functools.partial(self.pool.release, loaded),
+            background=background,
         )
         engine.submit(request)
         return drain(request)

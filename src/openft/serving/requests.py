@@ -40,6 +40,9 @@ class Request:
     on_end: Callable[[], None] | None = None
     """Called once when the engine is done with the request (see ``BatchEngine._end``)."""
     ended: bool = False
+    background: bool = False
+    """Work nobody waits on token by token (an eval run's items): admitted after live requests, and only
+    ``BatchEngine.background_rows_with_live`` rows of it while live rows decode."""
 
 
 def drain(request: Request) -> Iterator[StreamDelta]:
