@@ -3,11 +3,12 @@
 Run from the repository root::
 
     .venv/bin/python benchmarks/eval_run.py [--items 500] [--model HuggingFaceTB/SmolLM2-135M-Instruct]
-        [--max-tokens 32] [--probes 8] [--models-dir DIR]
+        [--max-tokens 32] [--probes 8] [--baseline-items N] [--models-dir DIR]
 
 One live ``openft serve`` (its own home, SQLite) on a loopback port, driven by the official client:
 
-1. Baseline: the ``--items`` chat requests sent one after another to ``/v1/chat/completions``
+1. Baseline: the ``--items`` chat requests (or the first ``--baseline-items`` of them) sent one after
+   another to ``/v1/chat/completions``
    (greedy, ``--max-tokens``), after one warm-up request: items/s.
 2. The eval run: the same requests as a ``completions`` run (``file_content`` source, one
    ``string_check`` criterion), from ``runs.create`` until the run is completed: items/s. The run's
@@ -139,6 +140,9 @@ def main() -> None:
     parser.add_argument("--model", default=SMOLLM2)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--probes", type=int, default=8)
+    parser.add_argument(
+        "--baseline-items", type=int, default=None, help="send only the first N one by one (default: all); a rate"
+    )
     parser.add_argument("--models-dir", type=Path, default=None, help="a model cache to reuse (symlinked)")
     parser.add_argument("--results", type=Path, default=None)
     args = parser.parse_args()
@@ -152,7 +156,8 @@ def main() -> None:
         questions = prompts(args.items)
         chat_latency(client, args.model, args.max_tokens, 1)  # loads the model
         idle = chat_latency(client, args.model, args.max_tokens, args.probes)
-        sequential = one_by_one(client, args.model, questions, args.max_tokens)
+        baseline = questions[: args.baseline_items or len(questions)]
+        sequential = one_by_one(client, args.model, baseline, args.max_tokens)
 
         stop = threading.Event()
         during: list[float] = []
@@ -178,7 +183,7 @@ def main() -> None:
     run = result["run"]
     assert run.status == "completed", run.error
     assert run.result_counts.total == args.items
-    run_rate, seq_rate = args.items / result["seconds"], args.items / sequential
+    run_rate, seq_rate = args.items / result["seconds"], len(baseline) / sequential
     idle_ms, busy_ms = statistics.median(idle) * 1000, statistics.median(during or idle) * 1000
     print(f"model {args.model}, {args.items} items, max_tokens {args.max_tokens}, CPU {cpu_model_name()}")
     print(f"{'measure':<44}{'openft':>12}{'baseline':>12}{'ratio':>9}")
@@ -190,6 +195,7 @@ def main() -> None:
             "benchmark": "eval_run",
             "model": args.model,
             "items": args.items,
+            "baseline_items": len(baseline),
             "max_tokens": args.max_tokens,
             "eval_items_per_s": round(run_rate, 3),
             "one_by_one_items_per_s": round(seq_rate, 3),
