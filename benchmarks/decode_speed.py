@@ -17,12 +17,13 @@ on the same prompts, greedy:
    compared with the plain path's: identical answers, and the share of tokens before the first
    difference (what a precision change costs, measured).
 2. Concurrency: ``--clients`` threads each streaming one request, spread round-robin over four LoRA
-   adapters of the base (made for the run, as ``benchmarks/serving.py`` makes them), for ``plain``
-   and the last mode; aggregate tok/s = completion tokens / wall time.
-3. Cold start (unless ``--no-cold-start``): ``openft serve`` on an empty home (the GGUF converted on
-   the first request), then the same home restarted (the conversion cached, the model preloaded by
-   the default ``OPENFT_SERVING_PRELOAD=recent``); for each, the seconds to ``/health`` and from
-   there to the first SmolLM2 answer through the official client.
+   adapters of the base (made for the run, as ``benchmarks/serving.py`` makes them), for every mode;
+   aggregate tok/s = completion tokens / wall time.
+3. Cold start (unless ``--no-cold-start``): ``openft serve`` on a first install (empty home and user
+   cache: the GGUF converted on the first request), on a new home (the conversion in the user cache),
+   and on that home restarted (the model preloaded by the default ``OPENFT_SERVING_PRELOAD=recent``);
+   for each, the seconds to ``/health`` and from there to the first SmolLM2 answer through the
+   official client.
 4. llama.cpp, when ``--llama-python`` names a Python that has ``llama-cpp-python`` (it has no wheel
    for this platform and builds from source in over 25 minutes here, so it lives in an environment
    of its own, e.g. ``python -m venv /tmp/llama && /tmp/llama/bin/pip install llama-cpp-python``):
@@ -137,20 +138,22 @@ def _first_answer(home: Path, env: dict[str, str], model_id: str, log: Path) -> 
 
 
 def cold_start(model_id: str) -> dict[str, Any]:
-    """A server's first answer on a fresh home, then on the same home restarted.
+    """A server's first answer: on a first install, on a new home, and on that home restarted.
 
-    ``fresh``: an empty home and model cache, as a first install has (the GGUF is converted on the
-    first request, and nothing is preloaded: the home has served nothing). ``restarted``: the same
-    home started again with the default ``OPENFT_SERVING_PRELOAD=recent``, which loads the model it
-    served before as the server starts (the conversion cached).
+    ``first_install``: an empty home and an empty user cache (``XDG_CACHE_HOME``): the GGUF is
+    converted on the first request, and nothing is preloaded (the home has served nothing).
+    ``new_home``: another empty home, the conversion now in the user cache (linked, not redone).
+    ``restarted``: that home started again with the default ``OPENFT_SERVING_PRELOAD=recent``, which
+    loads the model it served before as the server starts.
     """
     with tempfile.TemporaryDirectory() as tmp:
-        home, log = Path(tmp) / "home", Path(tmp) / "server.log"
-        env = {"OPENFT_SERVING_PRELOAD": "recent"}
+        log = Path(tmp) / "server.log"
+        env = {"OPENFT_SERVING_PRELOAD": "recent", "XDG_CACHE_HOME": str(Path(tmp) / "cache")}
         try:
             return {
-                "fresh": _first_answer(home, env, model_id, log),
-                "restarted": _first_answer(home, env, model_id, log),
+                "first_install": _first_answer(Path(tmp) / "a", env, model_id, log),
+                "new_home": _first_answer(Path(tmp) / "b", env, model_id, log),
+                "restarted": _first_answer(Path(tmp) / "b", env, model_id, log),
             }
         except Exception:
             print(log.read_text(errors="replace")[-4000:], file=sys.stderr)
@@ -226,11 +229,10 @@ def main() -> None:
         adapters = make_adapters(base, args.models_dir, Path(tmp), 4)
         tuned = [ServedModel(id=f"ft:{base.id}:bench:a{i}:x", base=base, adapter_dir=d) for i, d in enumerate(adapters)]
         many: dict[str, Any] = {}
-        for mode in dict.fromkeys(["plain", modes[-1]]):
-            if mode in backends:
-                for m in tuned:  # load every adapter before the clock starts
-                    one_request(backends[mode], m, PROMPTS[0], 2)
-                many[mode] = concurrent(backends[mode], tuned, args.clients, 1, args.max_tokens)
+        for mode in modes:
+            for m in tuned:  # load every adapter before the clock starts
+                one_request(backends[mode], m, PROMPTS[0], 2)
+            many[mode] = concurrent(backends[mode], tuned, args.clients, 1, args.max_tokens)
     cold = None if args.no_cold_start else cold_start(base.id)
     gguf = args.gguf or (Path(base.path) if base.source == "gguf" and base.path else None)
     reference = llama_cpp(args.llama_python, gguf, args.max_tokens, args.llama_threads, args.clients)

@@ -65,7 +65,8 @@ class Settings(BaseSettings):
     method and device (a few training steps on the job's first examples, then cached); 0: never."""
 
     serving_threads: int | None = None
-    """torch threads for inference in the server process; default: all cores."""
+    """torch threads for inference in the server process; default: every core but one (at least one),
+    leaving a core to the event loop that streams the tokens (``serving/pool.py``, ``default_threads``)."""
 
     serving_adapter_budget_mb: float = 1024
     """Most megabytes of LoRA adapter weights kept loaded per base model; least recently used go first."""

@@ -40,8 +40,8 @@ class HFBackend:
 
     Args:
         models_dir: Where built and converted base weights are cached (``$OPENFT_HOME/models``).
-        threads: Torch intra-op threads (process-wide), set when the first model loads; None keeps
-            torch's default. On a busy host use few.
+        threads: Torch intra-op threads (process-wide), set when the first model loads; None: every
+            core but one (``pool.default_threads``). On a busy host use few.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; None picks CUDA when available.
         adapter_budget_mb: Most megabytes of adapter weights kept loaded per base model.
         max_adapters: Most adapters kept loaded per base model.

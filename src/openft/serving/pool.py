@@ -163,6 +163,17 @@ def measured_bytes(model: Any) -> int:
     return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
 
 
+def default_threads() -> int:
+    """Torch threads for serving: every core this process may use but one, and at least one.
+
+    The core left over is for the threads that are not torch's: the API's event loop streaming the
+    tokens, the engine's own Python between steps. With a torch thread on every core, each step's
+    parallel regions wait for a thread the event loop displaced: on 2 cores, a served 10-token answer
+    took 6-18 s with 2 threads against 1.2-1.4 s with 1 (``benchmarks/README.md``, decode speed).
+    """
+    return max(1, len(os.sched_getaffinity(0)) - 1)
+
+
 def device_memory_bytes(device: torch.device) -> int:
     """Total memory of ``device``: the GPU's own, or the host's RAM within this process's cgroup limit."""
     if device.type == "cuda":
@@ -183,7 +194,7 @@ class ModelPool:
     Args:
         models_dir: Where built and converted base weights are cached.
         device: ``"cpu"``, ``"cuda"``...; None picks CUDA when available.
-        threads: torch intra-op threads, set when the first model loads; None keeps torch's default.
+        threads: torch intra-op threads, set when the first model loads; None: ``default_threads()``.
         budget_bytes: Most adapter parameter bytes kept per base model.
         max_adapters: Most adapters kept per base model.
         model_budget_bytes: Most resident bytes of all loaded models together (see the module
@@ -360,8 +371,7 @@ class ModelPool:
 
         from openft.models.loader import load_model_and_tokenizer
 
-        if self.threads:
-            torch.set_num_threads(self.threads)
+        torch.set_num_threads(self.threads or default_threads())
         device = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         log.info("loading base model %s on %s", base.id, device, extra={"action": "base_loading"})
