@@ -22,6 +22,7 @@ from typing import Any
 
 from openft.data.chat_messages import TrainingDataError, normalize_messages
 from openft.data.jsonl_lines import tokenized_lines
+from openft.data.tool_format import for_template
 
 IGNORE_INDEX = -100
 """The label of a token that is not trained on (PyTorch's cross-entropy default ``ignore_index``)."""
@@ -38,6 +39,7 @@ class TokenizedExample:
 
 
 def _render(tokenizer: Any, messages: list[dict[str, Any]], tools: list[Any] | None, *, prompt: bool) -> list[int]:
+    messages, tools = for_template(tokenizer.chat_template, messages, tools)
     text = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=prompt)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from openft.data.chat_messages import TrainingDataError, normalize_messages
+from openft.data.tool_format import for_template
 from openft.models.catalog import BaseModel, find_base_model
 
 DEFAULT_BATCH_SIZE = 1024
@@ -198,9 +199,10 @@ class _ChatTokenCounter:
 
         texts = []
         for c in conversations:
+            messages, tools = for_template(self.template, c["messages"], c["tools"])
             rendered, _ = render_jinja_template(  # type: ignore[str-unpack]  # annotated -> str; returns a pair
-                conversations=[c["messages"]],
-                tools=c["tools"],
+                conversations=[messages],
+                tools=tools,
                 chat_template=self.template,
                 add_generation_prompt=c["add_generation_prompt"],
                 **self.special_tokens,

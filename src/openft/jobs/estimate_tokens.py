@@ -22,6 +22,7 @@ from typing import Any
 from openft.data.chat_data import IGNORE_INDEX, TokenizedExample, tokenize_example
 from openft.data.chat_messages import TrainingDataError, normalize_messages
 from openft.data.preference_data import tokenize_preference
+from openft.data.tool_format import for_template
 
 MAX_LISTED_LINES = 20
 
@@ -61,6 +62,7 @@ class TemplateTokenizer:
 
         if self.chat_template is None or tokenize:
             raise TrainingDataError("this model has no chat template")
+        messages, tools = for_template(self.chat_template, messages, tools)
         # Annotated upstream as returning a string; it returns (rendered texts, generation indices).
         rendered: Any = render_jinja_template(
             conversations=[messages],

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from openft.data.tool_format import for_template
 from openft.errors import InvalidRequest
 from openft.serving.backend import SamplingParams
 
@@ -61,7 +62,9 @@ def chat_prompt_ids(
     template = tokenizer.chat_template
     if not template:
         raise InvalidRequest(f"The model `{model_id}` has no chat template; use /v1/completions.", param="model")
-    rendered = normalise_messages(messages, has_developer="developer" in str(template))
+    rendered, tools = for_template(
+        template, normalise_messages(messages, has_developer="developer" in str(template)), tools
+    )
     try:
         text = tokenizer.apply_chat_template(rendered, tools=tools, add_generation_prompt=True, tokenize=False)
     except Exception as exc:  # jinja2 errors raised by templates ("roles must alternate", ...)

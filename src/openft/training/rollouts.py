@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from openft.data.chat_messages import TrainingDataError, normalize_messages
+from openft.data.tool_format import for_template
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ def load_prompts(
             try:
                 item = json.loads(raw)
                 messages, _, tools = normalize_messages(item)
+                messages, tools = for_template(tokenizer.chat_template, messages, tools)
                 text = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
             except TrainingDataError as exc:
                 raise TrainingDataError(f"{purpose.capitalize()} file line {line_no}: {exc}") from exc
