@@ -59,9 +59,12 @@ PROMPTS = [  # seen in training, unseen, and a multi-turn one
     ],
 ]
 MAX_TOKENS = 40
-Q8_0_LOGIT_TOL = 0.25
-"""Largest |logit difference| allowed between the q8_0 export and the served model. Measured: 0.16, on
-logits up to 7 (bf16: 0.16, f16: 0.006); the tiny model's 64-wide layers make rounding show more."""
+Q8_0_LOGIT_TOL = 0.08
+"""Largest |logit difference| allowed between the q8_0 export and the served model, as a share of the largest
+|logit|. Measured on logits up to 7.06: 0.16 (2.3 %) on an AMD EPYC, 0.36 (5.1 %) on a Xeon with AMX, whose
+bf16 training makes other weights (bf16 rounding of the same model there: 0.13). q8_0 keeps one scale per 32
+weights, coarser than bf16 where a block has an outlier; the tiny model's 64-wide layers make rounding show
+more."""
 LOGPROB_TOL = {"f16": 0.02, "bf16": 0.3}
 """Largest |logprob difference| allowed on the greedy tokens (measured over all tokens: f16 0.007, bf16 0.18)."""
 
@@ -210,7 +213,8 @@ def test_q8_0_logits_are_within_the_stated_tolerance(
     for messages in PROMPTS:
         ids = prompt_ids(tokenizer, [*messages, {"role": "assistant", "content": ANSWER}])
         assert ids.equal(prompt_ids(gguf_tokenizer, [*messages, {"role": "assistant", "content": ANSWER}]))
-        worst = max(worst, (_logits(model, ids) - _logits(reference, ids)).abs().max().item())
+        expected = _logits(reference, ids)
+        worst = max(worst, ((_logits(model, ids) - expected).abs().max() / expected.abs().max()).item())
         assert greedy(model, gguf_tokenizer, messages, MAX_TOKENS)[0] == _served(backend, trained, messages)[0]
     assert 0 < worst < Q8_0_LOGIT_TOL
 
