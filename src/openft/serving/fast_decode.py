@@ -15,9 +15,8 @@ rest moving fp32 weights. This forward keeps the arithmetic and drops the rest:
 * LoRA rows keep working: the base output comes from these weights, then ``LoraStack.apply`` adds
   each row's low-rank update for the projections its adapters target (q/k/v, o, gate/up, down), the
   same masked or gathered products as ``StackedLoraLinear``.
-* The key/value cache (``KVCache``) is ``[rows, kv_heads, length, head_dim]`` buffers per layer,
-  preallocated with room to grow and written in place each step (no concatenation of the whole cache
-  per token), that ``batch_cache`` joins and trims like transformers' ``DynamicCache``.
+* The key/value cache (``KVCache``) is plain ``[rows, kv_heads, length, head_dim]`` tensors per layer
+  that ``batch_cache`` joins and trims like transformers' ``DynamicCache``.
 
 Models this does not cover (other architectures, attention or MLP biases, sliding windows, dynamic
 RoPE) keep transformers' forward: ``FastLlama.refusal`` says why.
@@ -37,61 +36,14 @@ Precision = Literal["fp32", "bf16", "int8"]
 _HEAD_BLOCK = 4096
 """Rows of the output layer per int8 matmul."""
 _STATIC_ROPE = ("default", "linear", "llama3")
-_GROW = 256
-"""Columns a key/value buffer grows by: one reallocation every 256 decoded tokens."""
 
 
 class KVLayer:
-    """One layer's cached keys and values, ``[rows, kv_heads, length, head_dim]``, in preallocated buffers.
-
-    A decode step writes its keys and values in place after the cached ones (``append``) instead of
-    concatenating the whole cache anew every step; the buffers grow by ``_GROW`` columns at a time.
-    ``keys`` and ``values`` are views of the filled columns; assigning them (what ``batch_cache`` does
-    when it joins, selects or trims rows) copies into fresh buffers with room to grow.
-    """
+    """One layer's cached keys and values, ``[rows, kv_heads, length, head_dim]``."""
 
     def __init__(self) -> None:
-        self._keys = torch.empty(0)
-        self._values = torch.empty(0)
-        self.length = 0
-
-    @property
-    def keys(self) -> torch.Tensor:
-        return self._keys[:, :, : self.length]
-
-    @keys.setter
-    def keys(self, keys: torch.Tensor) -> None:
-        self._keys = _with_room(keys)
-        self.length = keys.shape[2]
-
-    @property
-    def values(self) -> torch.Tensor:
-        return self._values[:, :, : self.length]
-
-    @values.setter
-    def values(self, values: torch.Tensor) -> None:
-        self._values = _with_room(values)
-        self.length = values.shape[2]
-
-    def append(self, keys: torch.Tensor, values: torch.Tensor) -> None:
-        """Write ``keys`` and ``values`` (``[rows, kv_heads, new, head_dim]``) after the cached columns."""
-        if not self.length:
-            self.keys, self.values = keys, values
-            return
-        end = self.length + keys.shape[2]
-        if end > self._keys.shape[2]:
-            self._keys, self._values = _with_room(self.keys, end), _with_room(self.values, end)
-        self._keys[:, :, self.length : end] = keys
-        self._values[:, :, self.length : end] = values
-        self.length = end
-
-
-def _with_room(tensor: torch.Tensor, length: int | None = None) -> torch.Tensor:
-    """A buffer holding ``tensor`` (``[rows, heads, length, dim]``) with ``_GROW`` more columns than ``length``."""
-    rows, heads, filled, dim = tensor.shape
-    buffer = tensor.new_empty((rows, heads, (length or filled) + _GROW, dim))
-    buffer[:, :, :filled] = tensor
-    return buffer
+        self.keys = torch.empty(0)
+        self.values = torch.empty(0)
 
 
 class KVCache:
@@ -236,7 +188,10 @@ class FastLlama:
             q = qk[:, :, : self.heads].transpose(1, 2)
             k = qk[:, :, self.heads :].transpose(1, 2)
             v = heads[:, :, self.heads + self.kv_heads :].transpose(1, 2)
-            kv.append(k, v)
+            if kv.keys.numel():
+                kv.keys, kv.values = torch.cat([kv.keys, k], dim=2), torch.cat([kv.values, v], dim=2)
+            else:
+                kv.keys, kv.values = k.contiguous(), v.contiguous()
             out = F.scaled_dot_product_attention(q, kv.keys, kv.values, attn_mask=attn_mask, enable_gqa=True)
             out = out.transpose(1, 2).reshape(rows, new, q_width)
             o = layer.o(out)
