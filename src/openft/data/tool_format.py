@@ -15,6 +15,7 @@ trusted to render them itself and gets the messages unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -65,10 +66,9 @@ def _call_block(call: dict[str, Any]) -> str:
     function = call.get("function") or {}
     arguments = function.get("arguments")
     if isinstance(arguments, str):
-        try:
+        # Malformed arguments stay the string they are; validation reports them where it must.
+        with contextlib.suppress(json.JSONDecodeError):
             arguments = json.loads(arguments)
-        except json.JSONDecodeError:
-            pass  # kept as the string it is; validation reports malformed arguments where it must
     body: dict[str, Any] = {"name": function.get("name"), "arguments": arguments if arguments is not None else {}}
     return f"<tool_call>\n{json.dumps(body, ensure_ascii=False)}\n</tool_call>"
 

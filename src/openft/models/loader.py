@@ -12,6 +12,7 @@ wheel) is converted again, and the new directory or link replaces the old one at
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -85,15 +86,12 @@ def _replace_directory(new: Path, target: Path) -> None:
     if os.path.lexists(target):
         stale = Path(tempfile.mkdtemp(prefix=".stale-", dir=target.parent))
         try:
-            os.rename(target, stale / "old")
-        except OSError:
-            pass  # another process moved it first
+            with contextlib.suppress(OSError):  # another process moved it first
+                os.rename(target, stale / "old")
         finally:
             shutil.rmtree(stale, ignore_errors=True)
-    try:
+    with contextlib.suppress(OSError):  # another process put its result there first: it stays
         os.rename(new, target)
-    except OSError:
-        pass
 
 
 def shared_cache_dir() -> Path:
