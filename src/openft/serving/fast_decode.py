@@ -8,10 +8,11 @@ rest moving fp32 weights. This forward keeps the arithmetic and drops the rest:
   rotary embedding from a table built once (transformers' own ``rotary_emb``, so the same numbers),
   ``scaled_dot_product_attention`` with grouped heads (no repeated keys), no per-layer mask building.
 * Weights as ``precision`` says: ``fp32`` (the model's own numbers: greedy answers are the tokens
-  transformers' forward gives), ``bf16``, or ``int8`` (weight-only, one scale per output channel,
-  ``torch._weight_int8pack_mm`` on bf16 activations; the residual stream, norms, attention and LoRA
-  stay fp32). The output layer is split in row blocks: one int8 matmul over a 49k-row matrix runs
-  several times slower than the same rows in blocks.
+  transformers' forward gives), ``fp16`` (FBGEMM's packed fp16 matrices with fp32 activations and
+  sums: half the bytes per token, for models whose weights no cache holds), ``bf16``, or ``int8``
+  (weight-only, one scale per output channel, ``torch._weight_int8pack_mm`` on bf16 activations; the
+  residual stream, norms, attention and LoRA stay fp32). The output layer is split in row blocks: one
+  int8 matmul over a 49k-row matrix runs several times slower than the same rows in blocks.
 * LoRA rows keep working: the base output comes from these weights, then ``LoraStack.apply`` adds
   each row's low-rank update for the projections its adapters target (q/k/v, o, gate/up, down), the
   same masked or gathered products as ``StackedLoraLinear``.
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 if TYPE_CHECKING:
     from openft.serving.lora_stack import LoraStack
 
-Precision = Literal["fp32", "bf16", "int8"]
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
 _HEAD_BLOCK = 4096
 """Rows of the output layer per int8 matmul."""
 _STATIC_ROPE = ("default", "linear", "llama3")
@@ -64,6 +65,11 @@ class _Linear:
         weight = torch.cat(weights, dim=0) if len(weights) > 1 else weights[0]
         self.precision = precision
         self.blocks: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+        if precision == "fp16":
+            # FBGEMM's packed fp16 matrix: half the bytes of fp32 per token, activations and sums in fp32.
+            self.packed = torch.ops.quantized.linear_prepack_fp16(weight.detach().contiguous(), None)
+            self.fp16_bytes = weight.numel() * 2
+            return
         parts = weight.split(block) if block else (weight,)
         for part in parts:
             if precision == "int8":
@@ -79,6 +85,9 @@ class _Linear:
         """``x @ W^T`` in fp32, for ``x`` of any leading shape."""
         if self.precision == "fp32":
             return F.linear(x, self.blocks[0][0])
+        if self.precision == "fp16":
+            out: torch.Tensor = torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
+            return out
         flat = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
         outs = [torch._weight_int8pack_mm(flat, w, s) if s is not None else F.linear(flat, w) for w, s in self.blocks]
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
@@ -86,6 +95,8 @@ class _Linear:
 
     @property
     def bytes(self) -> int:
+        if self.precision == "fp16":
+            return self.fp16_bytes
         return sum(w.numel() * w.element_size() + (0 if s is None else s.numel() * 2) for w, s in self.blocks)
 
 
@@ -148,6 +159,12 @@ class FastLlama:
         if getattr(config, "sliding_window", None):
             return "sliding-window attention"
         return None
+
+    @staticmethod
+    def linear_weight_bytes(model: Any) -> int:
+        """Bytes of ``model``'s linear weights as it holds them (the output layer included)."""
+        linears = [_base(m) for m in model.modules() if isinstance(_base(m), torch.nn.Linear)]
+        return sum(m.weight.numel() * m.weight.element_size() for m in {id(m): m for m in linears}.values())
 
     @property
     def weight_bytes(self) -> int:
@@ -213,6 +230,11 @@ class FastLlama:
         if lora is not None:
             logits = lora.apply("lm_head", last, logits)
         return logits
+
+
+def fp16_kernel_available() -> bool:
+    """Whether this PyTorch build has FBGEMM's fp16 matrices (x86 builds do; ARM's do not)."""
+    return "fbgemm" in torch.backends.quantized.supported_engines
 
 
 def _base(module: Any) -> Any:

@@ -412,19 +412,25 @@ class ModelPool:
         )
 
 
-DECODE_MODES = ("auto", "plain", "fast", "fast-bf16", "fast-int8")
+DECODE_MODES = ("auto", "plain", "fast", "fast-fp16", "fast-bf16", "fast-int8")
+FP16_FROM_BYTES = 64 * 2**20
+"""``auto`` serves fp16 weights on CPU from this many bytes of fp32 linear weights: below it they stay in
+the caches between tokens and halving them buys nothing."""
 
 
 def decode_plan(decode: str, device: torch.device, model: Any) -> Precision | None:
     """The weight precision of the lean forward pass for ``model`` on ``device``, or None for transformers'.
 
     ``plain``: transformers' forward. ``fast``: the lean forward with the model's fp32 weights (the
-    same greedy tokens), ``fast-bf16``/``fast-int8``: with converted weights. ``auto``: on CUDA
-    transformers' forward (bf16, batched kernels); on CPU the lean forward over the fp32 weights (int8
-    would part from the trained model's greedy answers, so it is asked for by name). Models the lean
-    forward does not cover always get transformers'.
+    same greedy tokens), ``fast-fp16``/``fast-bf16``/``fast-int8``: with converted weights. ``auto``:
+    on CUDA transformers' forward (bf16, batched kernels); on CPU the lean forward, over fp16 weights
+    (FBGEMM's packed matrices, fp32 activations and sums) when the model's linear weights are large
+    enough for the bytes read per token to set the pace (``FP16_FROM_BYTES``) and the kernel exists
+    here, else over the fp32 weights. fp16 weights keep SmolLM2's greedy answers token for token and
+    its logits within 0.1 % of their spread (``benchmarks/decode_speed.py``); int8 parts from them,
+    so it is asked for by name. Models the lean forward does not cover always get transformers'.
     """
-    from openft.serving.fast_decode import FastLlama
+    from openft.serving.fast_decode import FastLlama, fp16_kernel_available
 
     if decode not in DECODE_MODES:
         raise ValueError(f"unknown decode mode {decode!r}: one of {', '.join(DECODE_MODES)}")
@@ -436,6 +442,10 @@ def decode_plan(decode: str, device: torch.device, model: Any) -> Precision | No
             "transformers' forward decodes %s: the lean forward does not cover its %s", model.name_or_path, refusal
         )
         return None
+    if decode == "fast-fp16" and not fp16_kernel_available():
+        raise ValueError("decode mode 'fast-fp16' needs PyTorch's FBGEMM engine, which this build lacks")
     if decode == "auto":
-        return "fp32"
-    return {"fast": "fp32", "fast-bf16": "bf16", "fast-int8": "int8"}[decode]  # type: ignore[return-value]  # keys are DECODE_MODES
+        large = FastLlama.linear_weight_bytes(model) >= FP16_FROM_BYTES
+        return "fp16" if large and fp16_kernel_available() else "fp32"
+    plans: dict[str, Precision] = {"fast": "fp32", "fast-fp16": "fp16", "fast-bf16": "bf16", "fast-int8": "int8"}
+    return plans[decode]

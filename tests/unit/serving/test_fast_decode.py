@@ -1,6 +1,6 @@
 """The lean forward pass (``serving/fast_decode.py``) against transformers' forward on tiny-chat: the same
-logits and greedy tokens with fp32 weights, for the base model, an adapter and a checkpoint's adapter,
-alone and mixed in one batch; int8 weights within their stated tolerance."""
+logits and greedy tokens with fp32 and fp16 weights, for the base model, an adapter and a checkpoint's
+adapter, alone and mixed in one batch; fp16 and int8 weights within their stated tolerances."""
 
 from __future__ import annotations
 
@@ -69,25 +69,41 @@ def fast(models_dir: Path) -> HFBackend:
     return HFBackend(models_dir, device="cpu", decode="fast")
 
 
-def test_auto_picks_the_lean_forward_on_cpu_and_int8_only_for_large_models(fast: HFBackend, tiny: BaseModel) -> None:
+@pytest.fixture(scope="module")
+def fast_fp16(models_dir: Path) -> HFBackend:
+    return HFBackend(models_dir, device="cpu", decode="fast-fp16")
+
+
+def test_auto_picks_the_lean_forward_on_cpu_and_fp16_only_for_large_models(fast: HFBackend, tiny: BaseModel) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     model = fast.pool.get(tiny).model
     assert decode_plan("auto", torch.device("cpu"), model) == "fp32"  # tiny-chat: ~200k parameters
     assert decode_plan("auto", torch.device("cuda"), model) is None
     assert decode_plan("plain", torch.device("cpu"), model) is None
     assert decode_plan("fast-int8", torch.device("cpu"), model) == "int8"
+    assert decode_plan("fast-fp16", torch.device("cpu"), model) == "fp16"
+    config = LlamaConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=2, vocab_size=32000)
+    with torch.device("meta"):
+        large = LlamaForCausalLM(config)  # 256 MB of fp32 linear weights, none allocated
+    assert FastLlama.linear_weight_bytes(large) == 4 * (2 * (4 * 1024**2 + 3 * 1024 * 4096) + 32000 * 1024)
+    assert decode_plan("auto", torch.device("cpu"), large) == "fp16"
     with pytest.raises(ValueError, match="unknown decode mode"):
         decode_plan("turbo", torch.device("cpu"), model)
     assert fast.pool.get(tiny).fast is not None
 
 
+@pytest.mark.parametrize("weights", ["fp32", "fp16"])
 @pytest.mark.parametrize("which", [0, 1, 2], ids=["base", "adapter", "checkpoint"])
 def test_greedy_answers_are_the_tokens_of_transformers_forward(
-    plain: HFBackend, fast: HFBackend, served: list[ServedModel], which: int
+    plain: HFBackend, fast: HFBackend, fast_fp16: HFBackend, served: list[ServedModel], which: int, weights: str
 ) -> None:
     model = served[which]
+    lean = fast if weights == "fp32" else fast_fp16
+    assert lean.pool.get(model.base).fast.precision == weights  # type: ignore[union-attr]  # None fails here
     for messages in PROMPTS:
         expected = plain.chat(model, messages, GREEDY)
-        got = fast.chat(model, messages, GREEDY)
+        got = lean.chat(model, messages, GREEDY)
         assert got.choices[0].text == expected.choices[0].text
         assert got.completion_tokens == expected.completion_tokens
 
@@ -161,3 +177,19 @@ def test_int8_weights_stay_within_their_stated_tolerance(plain: HFBackend, tiny:
             agree += int((a.argmax(-1) == b.argmax(-1)).sum())
             total += a.shape[0]
     assert agree >= 0.9 * total
+
+
+def test_fp16_weights_stay_within_their_stated_tolerance(plain: HFBackend, tiny: BaseModel) -> None:
+    """fp16 weights with fp32 activations: logits within 0.5% of their spread of fp32's and the same top
+    token everywhere (SmolLM2 measures 0.1% and identical greedy answers, ``benchmarks/README.md``)."""
+    loaded = plain.pool.get(tiny)
+    ids, mask, positions = _padded_batch(loaded.tokenizer)
+    exact = FastLlama(loaded.model, loaded.lora, "fp32")
+    half = FastLlama(loaded.model, loaded.lora, "fp16")
+    assert half.weight_bytes * 2 == FastLlama.linear_weight_bytes(loaded.model)
+    with torch.inference_mode():
+        for length in range(2, ids.shape[1] + 1):
+            a = exact.forward(ids[:, :length], mask[:, :length], positions[:, :length], exact.new_cache())
+            b = half.forward(ids[:, :length], mask[:, :length], positions[:, :length], half.new_cache())
+            assert float((a - b).abs().max()) < 0.005 * float(a.max() - a.min())
+            assert torch.equal(a.argmax(-1), b.argmax(-1))
