@@ -4,7 +4,8 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/decode_speed.py [--model HuggingFaceTB/SmolLM2-135M-Instruct] [--requests 3]
         [--max-tokens 128] [--clients 8] [--modes plain,fast,fast-bf16,fast-int8] [--threads N]
-        [--models-dir DIR] [--no-cold-start] [--llama-python PY [--gguf FILE] [--llama-threads N]]
+        [--models-dir DIR] [--no-cold-start] [--llama-bench BIN | --llama-python PY] [--gguf FILE]
+        [--llama-threads N]
 
 Everything but the cold start and llama.cpp runs in one process, one ``HFBackend`` per decode mode
 (``OPENFT_SERVING_DECODE``: ``plain`` is transformers' forward, ``fast`` the lean forward on fp32
@@ -31,6 +32,9 @@ on the same prompts, greedy:
    ``--clients`` requests one after another (median decode tok/s and TTFT, and the sequential
    throughput that the concurrency figure is compared with). Without it the line carries the
    figures measured earlier on the 2-core EPYC (Q4_1, 2 threads: ~134 tok/s, 9 ms TTFT).
+   ``--llama-bench`` instead runs llama.cpp's ``llama-bench`` (one CMake target of llama.cpp's sources,
+   e.g. those vendored in llama-cpp-python's source distribution) on the same GGUF: decode tok/s, the
+   prompt's processing time as TTFT, and the sequential rate of one request after another.
 
 Prints a table and appends a JSON line to ``benchmarks/results.jsonl``.
 """
@@ -201,6 +205,27 @@ def llama_cpp(python: str | None, gguf: Path | None, max_tokens: int, threads: i
     return {"measured": True, **{k: round(v, 2) for k, v in measured.items()}, "gguf": gguf.name, "threads": threads}
 
 
+def llama_bench(
+    binary: Path, gguf: Path, prompt_tokens: int, max_tokens: int, threads: int, reps: int
+) -> dict[str, Any]:
+    """llama.cpp's own ``llama-bench`` (built from llama.cpp's sources with CMake, a few minutes for this
+    one target): prompt processing of ``prompt_tokens`` and generation of ``max_tokens`` on ``gguf``.
+    TTFT is the prompt's processing time; the sequential rate counts a request's prompt and generation."""
+    args = [str(binary), "-m", str(gguf), "-t", str(threads), "-p", str(prompt_tokens), "-n", str(max_tokens)]
+    args += ["-r", str(reps), "-o", "json"]
+    out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=1800)
+    rates = {("prompt" if r["n_prompt"] else "decode"): float(r["avg_ts"]) for r in json.loads(out.stdout)}
+    seconds = prompt_tokens / rates["prompt"] + max_tokens / rates["decode"]
+    return {
+        "measured": True,
+        "how": f"llama-bench, {gguf.name}, {threads} threads, {reps} repetitions",
+        "decode_tok_s": round(rates["decode"], 2),
+        "ttft_ms": round(prompt_tokens / rates["prompt"] * 1000, 1),
+        "prompt_tokens": prompt_tokens,
+        "sequential_tok_s": round(max_tokens / seconds, 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=SMOLLM2)
@@ -214,6 +239,7 @@ def main() -> None:
         "--gguf", type=Path, default=None, help="the model's GGUF for llama.cpp (default: the catalog's)"
     )
     parser.add_argument("--llama-python", default=None, help="a Python that has llama-cpp-python installed")
+    parser.add_argument("--llama-bench", type=Path, default=None, help="llama.cpp's llama-bench binary")
     parser.add_argument("--llama-threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--no-cold-start", action="store_true")
     parser.add_argument("--results", type=Path, default=None, help="append here instead of benchmarks/results.jsonl")
@@ -235,7 +261,13 @@ def main() -> None:
             many[mode] = concurrent(backends[mode], tuned, args.clients, 1, args.max_tokens)
     cold = None if args.no_cold_start else cold_start(base.id)
     gguf = args.gguf or (Path(base.path) if base.source == "gguf" and base.path else None)
-    reference = llama_cpp(args.llama_python, gguf, args.max_tokens, args.llama_threads, args.clients)
+    if args.llama_bench is not None and gguf is not None:
+        chat = [{"role": "user", "content": STORY}]
+        prompt = backends[modes[0]].tokenizer(model).apply_chat_template(chat, add_generation_prompt=True)
+        prompt_tokens = len(prompt["input_ids"] if isinstance(prompt, dict) else prompt)
+        reference = llama_bench(args.llama_bench, gguf, prompt_tokens, args.max_tokens, args.llama_threads, 5)
+    else:
+        reference = llama_cpp(args.llama_python, gguf, args.max_tokens, args.llama_threads, args.clients)
 
     print(f"{args.model}, greedy, {args.max_tokens} new tokens, CPU: see the results line")
     for mode, s in single.items():

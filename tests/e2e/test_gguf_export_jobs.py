@@ -40,7 +40,7 @@ LOGPROB_TOL = {"f16": 0.02, "q8_0": 0.3}
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[LiveServer]:
     """A server decoding with the model's own fp32 weights (``OPENFT_SERVING_DECODE=fast``): the export
-    is compared with the weights it was made from, which ``auto`` serves as int8 copies for SmolLM2."""
+    is compared with the weights it was made from, which ``auto`` serves as fp16 copies for SmolLM2."""
     home = tmp_path_factory.mktemp("home")
     (home / "models").symlink_to(models_dir)
     server = start_live_server(home, env={"OPENFT_SERVING_DECODE": "fast"})

@@ -37,14 +37,62 @@ Precision = Literal["fp32", "fp16", "bf16", "int8"]
 _HEAD_BLOCK = 4096
 """Rows of the output layer per int8 matmul."""
 _STATIC_ROPE = ("default", "linear", "llama3")
+_ROOM = 128
+"""Positions of key/value cache allocated ahead of need."""
 
 
 class KVLayer:
-    """One layer's cached keys and values, ``[rows, kv_heads, length, head_dim]``."""
+    """One layer's cached keys and values, ``[rows, kv_heads, length, head_dim]``.
+
+    They live at the front of buffers with room to grow along the length (``_ROOM`` positions at a
+    time), so that a decode step writes its one new position in place instead of copying the whole
+    cache (``torch.cat`` of the cache was the largest cost of a batched step after the weights).
+    ``keys``/``values`` are views of the filled part; assigning them (``batch_cache`` joining or
+    trimming rows) replaces the buffers.
+    """
 
     def __init__(self) -> None:
-        self.keys = torch.empty(0)
-        self.values = torch.empty(0)
+        self._keys = torch.empty(0)
+        self._values = torch.empty(0)
+        self._filled = [0, 0]
+        """Positions filled in the key and the value buffer (assigned one after the other)."""
+
+    @property
+    def keys(self) -> torch.Tensor:
+        return self._keys[:, :, : self._filled[0]]
+
+    @keys.setter
+    def keys(self, keys: torch.Tensor) -> None:
+        self._keys, self._filled[0] = keys, keys.shape[2]
+
+    @property
+    def values(self) -> torch.Tensor:
+        return self._values[:, :, : self._filled[1]]
+
+    @values.setter
+    def values(self, values: torch.Tensor) -> None:
+        self._values, self._filled[1] = values, values.shape[2]
+
+    def append(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Add ``new`` positions (``[rows, kv_heads, new, head_dim]``) after the cached ones."""
+        length = self._filled[0]
+        end = length + keys.shape[2]
+        if not length:
+            self._keys, self._values = keys.contiguous(), values.contiguous()
+        else:
+            if end > self._keys.shape[2]:
+                self._keys, self._values = _grown(self._keys, length, end), _grown(self._values, length, end)
+            self._keys[:, :, length:end] = keys
+            self._values[:, :, length:end] = values
+        self._filled = [end, end]
+
+
+def _grown(buffer: torch.Tensor, filled: int, needed: int) -> torch.Tensor:
+    """A copy of ``buffer``'s first ``filled`` positions with room for ``needed`` and ``_ROOM`` more."""
+    rows, heads, _, dim = buffer.shape
+    grown = buffer.new_empty((rows, heads, needed + _ROOM, dim))
+    grown[:, :, :filled] = buffer[:, :, :filled]
+    return grown
 
 
 class KVCache:
@@ -205,10 +253,7 @@ class FastLlama:
             q = qk[:, :, : self.heads].transpose(1, 2)
             k = qk[:, :, self.heads :].transpose(1, 2)
             v = heads[:, :, self.heads + self.kv_heads :].transpose(1, 2)
-            if kv.keys.numel():
-                kv.keys, kv.values = torch.cat([kv.keys, k], dim=2), torch.cat([kv.values, v], dim=2)
-            else:
-                kv.keys, kv.values = k.contiguous(), v.contiguous()
+            kv.append(k, v)
             out = F.scaled_dot_product_attention(q, kv.keys, kv.values, attn_mask=attn_mask, enable_gqa=True)
             out = out.transpose(1, 2).reshape(rows, new, q_width)
             o = layer.o(out)
