@@ -262,9 +262,11 @@ def main() -> None:
     cold = None if args.no_cold_start else cold_start(base.id)
     gguf = args.gguf or (Path(base.path) if base.source == "gguf" and base.path else None)
     if args.llama_bench is not None and gguf is not None:
-        chat = [{"role": "user", "content": STORY}]
-        prompt = backends[modes[0]].tokenizer(model).apply_chat_template(chat, add_generation_prompt=True)
-        prompt_tokens = len(prompt["input_ids"] if isinstance(prompt, dict) else prompt)
+        tokenizer = backends[modes[0]].tokenizer(model)
+        chat = tokenizer.apply_chat_template(
+            [{"role": "user", "content": STORY}], add_generation_prompt=True, tokenize=False
+        )
+        prompt_tokens = len(tokenizer(chat, add_special_tokens=False)["input_ids"])
         reference = llama_bench(args.llama_bench, gguf, prompt_tokens, args.max_tokens, args.llama_threads, 5)
     else:
         reference = llama_cpp(args.llama_python, gguf, args.max_tokens, args.llama_threads, args.clients)

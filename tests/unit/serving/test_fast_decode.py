@@ -193,3 +193,54 @@ def test_fp16_weights_stay_within_their_stated_tolerance(plain: HFBackend, tiny:
             b = half.forward(ids[:, :length], mask[:, :length], positions[:, :length], half.new_cache())
             assert float((a - b).abs().max()) < 0.005 * float(a.max() - a.min())
             assert torch.equal(a.argmax(-1), b.argmax(-1))
+
+
+def test_cache_written_in_place_follows_transformers_through_joins_leaves_and_growth(
+    plain: HFBackend, tiny: BaseModel
+) -> None:
+    """The lean forward's key/value buffers (written in place, grown ``_ROOM`` positions at a time) against
+    transformers' concatenated cache, through what the engine does to a batch: rows joining (``merge``),
+    rows leaving and padding columns trimmed (``select``), and more steps than the first buffer holds."""
+    from transformers import DynamicCache
+
+    from openft.serving import batch_cache
+    from openft.serving.fast_decode import _ROOM
+
+    loaded = plain.pool.get(tiny)
+    lean = FastLlama(loaded.model, loaded.lora, "fp32")
+    ids, mask, positions = _padded_batch(loaded.tokenizer)
+    caches = {"lean": lean.new_cache(), "reference": DynamicCache()}
+    masks = dict.fromkeys(caches, mask)
+
+    def forward(
+        name: str, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: object
+    ) -> torch.Tensor:
+        if name == "lean":
+            return lean.forward(ids, mask, positions, cache)  # type: ignore[arg-type]  # a KVCache here
+        out = loaded.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache)
+        return out.logits[:, -1].float()
+
+    with torch.inference_mode():
+        logits = {name: forward(name, ids, mask, positions, cache) for name, cache in caches.items()}
+        positions = positions[:, -1:] + 1
+        for step in range(_ROOM + 40):
+            if step == 10:  # two rows join the batch
+                new_ids, new_mask, new_positions = _padded_batch(loaded.tokenizer)
+                for name in caches:
+                    cache = lean.new_cache() if name == "lean" else DynamicCache()
+                    first = forward(name, new_ids, new_mask, new_positions, cache)
+                    masks[name] = batch_cache.merge(caches[name], masks[name], cache, new_mask)
+                    logits[name] = torch.cat([logits[name], first])
+                positions = torch.cat([positions, new_positions[:, -1:] + 1])
+            if step == 30:  # the longest row and one other leave: the shared padding columns go
+                for name in caches:
+                    masks[name] = batch_cache.select(caches[name], masks[name], [1, 3])
+                    logits[name] = logits[name][[1, 3]]
+                positions = positions[[1, 3]]
+            assert torch.allclose(logits["lean"], logits["reference"], atol=1e-5), step
+            chosen = logits["reference"].argmax(-1, keepdim=True)
+            for name, cache in caches.items():
+                masks[name] = torch.cat([masks[name], torch.ones(len(chosen), 1, dtype=mask.dtype)], dim=1)
+                logits[name] = forward(name, chosen, masks[name], positions, cache)
+            positions = positions + 1
+    assert caches["lean"].layers[0].keys.shape == caches["reference"].layers[0].keys.shape
