@@ -56,7 +56,21 @@ PROMPTS = [
 
 
 def make_adapters(base: BaseModel, models_dir: Path, out: Path, count: int) -> list[str]:
-    """``count`` LoRA adapters with random non-zero weights (r=16, all linear layers)."""
+    """``count`` LoRA adapters with random non-zero weights (r=16, all linear layers).
+
+    Made on a thread that ends with them: torch's parallel ops on a thread that lives on (this
+    process's main thread) leave an OpenMP team that slows the engine's at 2 threads (``serving/pool.py``).
+    """
+    made: list[list[str]] = []
+    thread = threading.Thread(target=lambda: made.append(_make_adapters(base, models_dir, out, count)))
+    thread.start()
+    thread.join()
+    if not made:
+        raise RuntimeError("making the adapters failed (see the traceback above)")
+    return made[0]
+
+
+def _make_adapters(base: BaseModel, models_dir: Path, out: Path, count: int) -> list[str]:
     import torch
     from peft import LoraConfig, get_peft_model
 
