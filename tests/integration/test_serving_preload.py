@@ -49,18 +49,3 @@ def test_unknown_models_are_skipped_and_the_server_starts(settings: Settings, ca
         assert http.get("/health").status_code == 200
         wait_for(lambda: "not preloading no/such-model" in caplog.text, 60, "the preload's warning")
         assert http.app.state.backend_if_loaded() is None  # type: ignore[attr-defined]  # nothing else to load
-
-
-@pytest.mark.parametrize(("ids", "imported"), [(["some-model"], True), ([], False)])
-def test_torch_is_imported_early_only_when_a_model_will_be_preloaded(ids: list[str], imported: bool) -> None:
-    import subprocess
-    import sys
-
-    script = (
-        "import sys, threading; from openft.serving import warmup; "
-        f"warmup.import_early({ids!r}); "
-        "[t.join() for t in threading.enumerate() if t.name == 'openft-preload-imports']; "
-        "print('torch' in sys.modules and 'transformers' in sys.modules)"
-    )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
-    assert out.stdout.strip() == str(imported)

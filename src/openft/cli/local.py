@@ -60,9 +60,6 @@ def serve(
 
 
 def _serve_in_this_process(settings: Settings, *, worker: bool, insecure: bool) -> None:
-    from openft.serving import warmup
-
-    warmup.import_early(warmup.preload_ids(settings.serving_preload, settings.home))
     import uvicorn
 
     from openft.api.app import create_app

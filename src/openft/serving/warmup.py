@@ -52,24 +52,6 @@ def preload_ids(setting: str, home: Path) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
-def import_early(ids: list[str]) -> None:
-    """Import torch and transformers' model and tokenizer classes on a background thread when ``ids``
-    will be preloaded, so that the imports (4-5 s of a SmolLM2 preload on a 2-core machine) overlap
-    the API's own start instead of following it."""
-    if not ids:
-        return
-
-    def run() -> None:
-        try:
-            import torch  # noqa: F401
-            from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
-            from transformers.models.llama import modeling_llama  # noqa: F401
-        except Exception:  # the preload itself will say what is missing
-            log.debug("early imports failed", exc_info=True)
-
-    threading.Thread(target=run, name="openft-preload-imports", daemon=True).start()
-
-
 def start(ids: list[str], backend: Callable[[], Any], find: Callable[[str], Any]) -> threading.Thread | None:
     """Load ``ids`` on a background thread through ``backend()``'s ``preload``; ``find`` maps an id to
     its ``BaseModel`` (None: unknown)."""
