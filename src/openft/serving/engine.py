@@ -1,7 +1,8 @@
 """The batching engine of one base model: every request on that base, whatever its adapter, decoded together.
 
 One thread per loaded base model owns the model and runs a decode loop over a batch of rows (one row
-per choice of each request):
+per choice of each request); with several torch threads, the torch work of each iteration runs on the
+process's compute thread (``compute.py`` says why), one engine's step after another's:
 
 * Requests that arrive while the engine is idle are gathered for ``window_s``, then prefilled together
   (left-padded); requests that arrive while it is decoding are prefilled at the next step boundary and
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from openft.errors import ModelNotFound
-from openft.serving import batch_cache
+from openft.serving import batch_cache, compute
 from openft.serving.backend import StreamDelta
 from openft.serving.json_constraint import JsonConstraint
 from openft.serving.output import ChoiceText
@@ -191,9 +192,7 @@ class BatchEngine:
                     break
             self._backlog.extend(arrivals)
             try:
-                self._admit()
-                if self._rows:
-                    self._step()
+                compute.run(self._admit_and_step)
             except Exception as exc:  # a failed forward pass ends every request in the batch
                 log.exception("generation failed on %s", self.loaded.base.id)
                 for row in self._rows:
@@ -201,10 +200,15 @@ class BatchEngine:
                     self._end(row.request, exc)
                 self._drop_finished()
 
+    def _admit_and_step(self) -> None:
+        self._admit()
+        if self._rows:
+            self._step()
+
     def _take(self, item: Request | _Command, arrivals: list[Request]) -> None:
         if isinstance(item, _Command):
             try:
-                item.run()
+                compute.run(item.run)
             finally:
                 item.done.set()
         else:
