@@ -8,7 +8,9 @@ engine would run at that pace. Their steps run here instead, one after another: 
 core, two steps at once would only share the cores.
 
 With one torch thread there is no team, and engines keep stepping on their own threads, side by side
-on the machine's cores.
+on the machine's cores. Loading a model is not run here (it would stall every engine for seconds)
+but on a thread that ends with it (``on_a_thread_of_its_own``), which takes its team with it: a load
+on a request's long-lived thread used to leave one behind.
 """
 
 from __future__ import annotations
@@ -33,6 +35,26 @@ def run(work: Callable[[], T]) -> T:
     if torch.get_num_threads() <= 1 or threading.current_thread() is _thread:
         return work()
     return _compute_executor().submit(work).result()
+
+
+def on_a_thread_of_its_own(work: Callable[[], T], *, name: str) -> T:
+    """``work()`` on a new thread named ``name``, which has ended when this returns; its result or its
+    exception, on the caller's thread."""
+    result: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(work())
+        except BaseException as exc:  # re-raised on the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return result[0]
 
 
 def _compute_executor() -> ThreadPoolExecutor:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from openft.errors import ModelNotFound, OpenFTError
 from openft.models.catalog import BaseModel
+from openft.serving import compute
 from openft.serving.backend import ServedModel
 
 if TYPE_CHECKING:
@@ -158,31 +159,6 @@ class LoadedBase:
         return LoadedAdapter(name=name, directory=served.adapter_dir, bytes=weights.bytes)
 
 
-def _in_a_thread_of_its_own(load: Callable[[BaseModel], LoadedBase], base: BaseModel) -> LoadedBase:
-    """``load(base)`` on a thread that ends with it.
-
-    Every thread that runs torch's parallel ops gets an OpenMP team of its own, kept while the thread
-    lives. Loading on a long-lived thread (a request's generation thread) left that team beside the
-    engine's: with two torch threads the engine then decoded SmolLM2 at half speed (65 against 32 ms
-    a step, ``benchmarks/README.md``); a team whose thread has ended is gone.
-    """
-    result: list[LoadedBase] = []
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            result.append(load(base))
-        except BaseException as exc:  # re-raised on the caller's thread
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, name=f"openft-load-{base.id}", daemon=True)
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
-    return result[0]
-
-
 def measured_bytes(model: Any) -> int:
     """Bytes of ``model``'s parameters and buffers (tied weights counted once)."""
     return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
@@ -195,9 +171,10 @@ def default_threads() -> int:
     tokens, the engine's own Python between steps) and for a worker training beside the server: each
     parallel region waits for its slowest thread, so a torch thread displaced by anything else stalls
     the step. On a 2-core machine shared with other work, a served 10-token answer took 6-18 s with 2
-    threads against 1.2-1.4 s with 1; on an idle one (and once models load on a thread of their own,
-    ``_in_a_thread_of_its_own``) 2 threads decoded 8 streams 1.35x faster than 1 (``benchmarks/README.md``,
-    decode speed): a dedicated server can set ``OPENFT_SERVING_THREADS`` to its cores.
+    threads against 1.2-1.4 s with 1; on an idle one (once models load on threads of their own,
+    ``compute.py``) a server with 2 threads decoded 8 streams at 106-108 tok/s against 79-89 with 1
+    (``benchmarks/README.md``, decode speed): a dedicated server can set ``OPENFT_SERVING_THREADS`` to
+    its cores.
     """
     return max(1, len(os.sched_getaffinity(0)) - 1)
 
@@ -284,7 +261,7 @@ class ModelPool:
                     self._loaded.move_to_end(base.id)
             if loaded is None:
                 self._evict(room=self._sizes.get(base.id, 0))
-                loaded = _in_a_thread_of_its_own(self._load, base)
+                loaded = compute.on_a_thread_of_its_own(lambda: self._load(base), name=f"openft-load-{base.id}")
                 if self.on_load is not None:
                     self.on_load(base)
                 with self._guard:

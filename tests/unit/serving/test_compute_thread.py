@@ -72,3 +72,21 @@ def test_work_returns_its_result_and_raises_its_error_on_the_caller_thread() -> 
         assert compute.run(threading.current_thread) is threading.current_thread()
     finally:
         torch.set_num_threads(previous)
+
+
+def test_a_load_runs_on_a_thread_that_has_ended_when_it_returns() -> None:
+    seen: list[threading.Thread] = []
+
+    def load() -> str:
+        seen.append(threading.current_thread())
+        return "loaded"
+
+    assert compute.on_a_thread_of_its_own(load, name="openft-load-tiny") == "loaded"
+    assert seen[0].name == "openft-load-tiny" and seen[0] is not threading.current_thread()
+    assert not seen[0].is_alive()
+
+    def fail() -> str:
+        raise OSError("no weights")
+
+    with pytest.raises(OSError, match="no weights"):
+        compute.on_a_thread_of_its_own(fail, name="openft-load-tiny")
